@@ -1,0 +1,240 @@
+"""The `rtml` command: the local stack, job submission and management, test data, topic reading."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from pydantic_settings import BaseSettings
+
+from rtml import flinkrest, generate
+from rtml.settings import LOOPBACK, SmokeJobSettings, StackSettings
+
+
+def _env_help(*models: type[BaseSettings]) -> str:
+    """The environment variables behind the settings, for --help."""
+    lines = ["settings (environment variables):"]
+    seen: set[str] = set()
+    for model in models:
+        for name, field in model.model_fields.items():
+            env = f"RTML_{name.upper()}"
+            if env in seen:
+                continue
+            seen.add(env)
+            default = field.default if field.default is not None else "-"
+            about = f"  {field.description}" if field.description else ""
+            lines.append(f"  {env:<36} default {default}{about}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rtml",
+        description="Real-time ML on Apache Flink: local stack, jobs, features, models.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_env_help(StackSettings, SmokeJobSettings),
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    stack = commands.add_parser("stack", help="the local Kafka, Redis, Flink and model server")
+    stack_commands = stack.add_subparsers(dest="action", required=True)
+    up = stack_commands.add_parser("up", help="start what is not running, wait until healthy")
+    up.add_argument(
+        "--only", help="comma-separated services (kafka, redis, model-server, flink-jobmanager, "
+        "flink-taskmanager); default all",
+    )  # fmt: skip
+    stack_commands.add_parser("down", help="stop the processes rtml started")
+    stack_commands.add_parser("status", help="each service's state, pid, ports and log")
+
+    default_cluster = f"{LOOPBACK}:{StackSettings().flink_rest_port}"
+    cluster_help = f"Flink REST address HOST:PORT (default {default_cluster}, the local stack)"
+
+    submit = commands.add_parser("submit", help="submit a job to a Flink session cluster")
+    submit.add_argument("job", help="job name under jobs/ (e.g. smoke)")
+    submit.add_argument("--cluster", default=default_cluster, help=cluster_help)
+    submit.add_argument("--from-savepoint", metavar="PATH", help="restore state from a savepoint")
+    submit.add_argument(
+        "--allow-non-restored-state", action="store_true",
+        help="with --from-savepoint: drop state no operator of the new job claims",
+    )  # fmt: skip
+    submit.add_argument(
+        "--detached", action="store_true", help="return once submitted, print the job id"
+    )
+
+    jobs = commands.add_parser("jobs", help="list, stop or cancel jobs on a cluster")
+    jobs.add_argument("--cluster", default=default_cluster, help=cluster_help)
+    jobs_commands = jobs.add_subparsers(dest="action", required=True)
+    jobs_commands.add_parser("list", help="jobs and their states, newest first")
+    stop = jobs_commands.add_parser("stop", help="stop a job gracefully")
+    stop.add_argument("job_id")
+    stop.add_argument(
+        "--savepoint", action="store_true", required=True,
+        help="take a savepoint as the job stops (required: stopping keeps state)",
+    )  # fmt: skip
+    stop.add_argument("--savepoint-dir", help="where to write it (default: the cluster's)")
+    cancel = jobs_commands.add_parser("cancel", help="cancel a job without a savepoint")
+    cancel.add_argument("job_id")
+
+    gen = commands.add_parser("generate", help="send seeded synthetic events to Kafka")
+    gen.add_argument("name", choices=["smoke"])
+    gen.add_argument("--count", type=int, default=1000)
+    gen.add_argument("--rate", type=float, default=None, help="records per second (default: max)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--keys", type=int, default=5)
+    gen.add_argument(
+        "--start-ms", type=int, default=None, help="event time of the first event (default: now)"
+    )
+
+    read = commands.add_parser("read", help="print records of a topic (read_committed)")
+    read.add_argument("topic")
+    read.add_argument("--max", type=int, default=20, help="stop after this many records")
+    read.add_argument("--timeout", type=float, default=10.0, help="stop after this many idle s")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return HANDLERS[args.command](args)
+    except (flinkrest.FlinkError, RuntimeError, ValueError, FileNotFoundError) as error:
+        print(f"rtml: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from rtml.stack import Stack
+
+    stack = Stack()
+    if args.action == "up":
+        only = args.only.split(",") if args.only else None
+        started = stack.up(only)
+        print(f"started: {', '.join(started) or 'nothing (all running)'}")
+        _print_status(stack)
+    elif args.action == "down":
+        stopped = stack.down()
+        print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    else:
+        _print_status(stack)
+        return 0 if all(row.state == "healthy" for row in stack.status()) else 3
+    return 0
+
+
+def _print_status(stack: object) -> None:
+    rows = stack.status()  # type: ignore[attr-defined]
+    print(f"{'SERVICE':<18} {'STATE':<20} {'PID':>7}  {'PORTS':<18} LOG")
+    for row in rows:
+        ports = ",".join(str(p) for p in row.ports) or "-"
+        pid = str(row.pid) if row.pid else "-"
+        print(f"{row.name:<18} {row.state:<20} {pid:>7}  {ports:<18} {row.log}")
+
+
+def _submit(args: argparse.Namespace) -> int:
+    import os
+
+    from rtml.stack import PYFLINK_HOME, Stack
+
+    module = flinkrest.job_module(args.job)
+    stack = Stack()
+    env = {**os.environ, **stack.flink_env()}
+    rendered = stack.settings.runtime / "flink-conf"
+    if not (rendered / "config.yaml").is_file():
+        env["FLINK_CONF_DIR"] = str(stack.settings.flink_conf_dir)
+    argv = flinkrest.submit_argv(
+        flinkrest.flink_bin(PYFLINK_HOME),
+        module,
+        cluster=args.cluster,
+        python=stack.settings.python,
+        from_savepoint=args.from_savepoint,
+        allow_non_restored_state=args.allow_non_restored_state,
+        detached=args.detached,
+    )
+    job_id = flinkrest.submit(argv, env, detached=args.detached)
+    if job_id:
+        print(job_id)
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    rest = flinkrest.FlinkRest(f"http://{args.cluster}")
+    if args.action == "list":
+        print(f"{'JOB ID':<34} {'STATE':<12} {'STARTED':<20} NAME")
+        for job in rest.jobs():
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.start_time_ms / 1000))
+            print(f"{job.job_id:<34} {job.state:<12} {started:<20} {job.name}")
+    elif args.action == "stop":
+        location = rest.stop_with_savepoint(args.job_id, args.savepoint_dir)
+        print(location)
+    else:
+        rest.cancel(args.job_id)
+        print(f"cancelling {args.job_id}")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from rtml import kafka_admin
+
+    settings = SmokeJobSettings()
+    start_ms = args.start_ms if args.start_ms is not None else int(time.time() * 1000)
+    events = generate.smoke_events(
+        args.count, keys=args.keys, start_ms=start_ms, seed=args.seed,
+        events_per_second=args.rate or 100.0,
+    )  # fmt: skip
+    kafka_admin.ensure_topics(
+        settings.kafka_bootstrap, {settings.smoke_input_topic: settings.smoke_partitions}
+    )
+    sent = generate.produce(
+        settings.kafka_bootstrap, settings.smoke_input_topic, generate.as_records(events),
+        rate=args.rate,
+    )  # fmt: skip
+    print(f"sent {sent} events to {settings.smoke_input_topic}")
+    return 0
+
+
+def _read(args: argparse.Namespace) -> int:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        args.topic,
+        bootstrap_servers=SmokeJobSettings().kafka_bootstrap,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=int(args.timeout * 1000),
+    )
+    shown = 0
+    try:
+        for message in consumer:
+            headers = {k: v.decode(errors="replace") for k, v in message.headers or []}
+            print(
+                json.dumps(
+                    {
+                        "partition": message.partition,
+                        "offset": message.offset,
+                        "key": message.key.decode(errors="replace") if message.key else None,
+                        "value": message.value.decode(errors="replace") if message.value else None,
+                        **({"headers": headers} if headers else {}),
+                    }
+                )
+            )
+            shown += 1
+            if shown >= args.max:
+                break
+    finally:
+        consumer.close()
+    return 0
+
+
+HANDLERS = {
+    "stack": _stack,
+    "submit": _submit,
+    "jobs": _jobs,
+    "generate": _generate,
+    "read": _read,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

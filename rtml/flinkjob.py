@@ -1,0 +1,97 @@
+"""What every rtml job shares: the table environment and running SQL files in it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+
+from pyflink.common import Configuration
+from pyflink.datastream import StreamExecutionEnvironment
+from pyflink.table import StreamTableEnvironment, TableResult
+
+from rtml import flinkconf
+from rtml.settings import JobSettings, StackSettings
+from rtml.sqlfiles import SqlFileError, Statement
+from rtml.versions import FLINK_KAFKA_CONNECTOR_JAR
+
+
+def job_configuration(settings: JobSettings, job_name: str) -> dict[str, str]:
+    """The configuration a job sets on itself.
+
+    On a cluster (`rtml submit`) the cluster's config.yaml decides checkpointing and state; a job
+    only names itself and its jars. On the embedded MiniCluster the job brings the project profile
+    from flink-conf/ and keeps its checkpoints under .rtml/local/.
+    """
+    jar = settings.jars_dir / "flink" / FLINK_KAFKA_CONNECTOR_JAR
+    if not jar.is_file():
+        raise FileNotFoundError(f"{jar} is missing: run `make jars`")
+    conf = {
+        "pipeline.name": job_name,
+        "pipeline.jars": jar.resolve().as_uri(),
+        "parallelism.default": str(settings.parallelism),
+        "table.local-time-zone": "UTC",
+    }
+    if settings.target == "local":
+        local = StackSettings().home / "local" / job_name
+        conf = {
+            **flinkconf.job_level(flinkconf.load(settings.flink_conf_dir)),
+            "execution.checkpointing.dir": (local / "checkpoints").as_uri(),
+            "execution.checkpointing.savepoint-dir": (local / "savepoints").as_uri(),
+            "python.executable": sys.executable,
+            "python.client.executable": sys.executable,
+            **conf,
+        }
+    return conf
+
+
+def table_environment(settings: JobSettings, job_name: str) -> StreamTableEnvironment:
+    """A streaming table environment configured by `job_configuration`."""
+    config = Configuration()
+    for key, value in job_configuration(settings, job_name).items():
+        config.set_string(key, value)
+    env = StreamExecutionEnvironment.get_execution_environment(config)
+    return StreamTableEnvironment.create(env)
+
+
+def run_statements(
+    t_env: StreamTableEnvironment, statements: Iterable[Statement], *, detached: bool
+) -> TableResult:
+    """Run DDL at once and submit all INSERTs as one job; wait for it unless `detached`."""
+    statement_set = t_env.create_statement_set()
+    inserts = 0
+    statements_seen = list(statements)
+    for statement in statements_seen:
+        try:
+            if statement.text.upper().startswith("INSERT"):
+                statement_set.add_insert_sql(statement.text)
+                inserts += 1
+            else:
+                t_env.execute_sql(statement.text)
+        except Exception as error:  # noqa: BLE001 - Py4J wraps the planner's errors; add the place
+            raise SqlFileError(
+                f"{statement.source}:{statement.line}: {_first_line(error)}"
+            ) from error
+    if inserts == 0:
+        raise SqlFileError("no INSERT statement: the job would do nothing")
+    try:
+        result = statement_set.execute()
+    except Exception as error:  # noqa: BLE001 - the planner's message is the useful part
+        sources = sorted({str(s.source) for s in statements_seen})
+        raise SqlFileError(
+            f"{', '.join(sources)}: the job cannot be planned: {_first_line(error)}"
+        ) from error
+    job_client = result.get_job_client()
+    if job_client is not None:
+        print(f"rtml: submitted job {job_client.get_job_id()}", flush=True)
+    if not detached:
+        result.wait()
+    return result
+
+
+def _first_line(error: Exception) -> str:
+    """The first line that says what went wrong (Py4J puts the Java message after a header)."""
+    for line in str(error).splitlines():
+        line = line.strip()
+        if line and not line.startswith("An error occurred while calling"):
+            return line.removeprefix(": ")
+    return type(error).__name__

@@ -1,0 +1,169 @@
+"""Submit PyFlink jobs with Flink's CLI and manage them through the JobManager's REST API."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from rtml.settings import PROJECT_ROOT
+
+_JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
+
+
+class FlinkError(RuntimeError):
+    """A cluster call failed; the message says which call and what the cluster answered."""
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    job_id: str
+    name: str
+    state: str
+    start_time_ms: int
+    duration_ms: int
+
+
+def job_module(job: str) -> str:
+    """`smoke` or `jobs.smoke` or `jobs/smoke.py` -> `jobs.smoke`, checked to exist."""
+    name = job.removesuffix(".py").replace("/", ".")
+    module = name if name.startswith("jobs.") else f"jobs.{name}"
+    path = PROJECT_ROOT / (module.replace(".", "/") + ".py")
+    if not path.is_file():
+        available = sorted(
+            p.stem for p in (PROJECT_ROOT / "jobs").glob("*.py") if not p.stem.startswith("_")
+        )
+        raise FlinkError(f"no job {job!r}: {path} does not exist (jobs: {', '.join(available)})")
+    return module
+
+
+def submit_argv(
+    flink_bin: Path,
+    module: str,
+    *,
+    cluster: str,
+    python: Path,
+    from_savepoint: str | None = None,
+    allow_non_restored_state: bool = False,
+    detached: bool = False,
+) -> list[str]:
+    """The `flink run` command line for a PyFlink job module (pure)."""
+    argv = [str(flink_bin), "run", "-m", cluster, "-pym", module, "-pyclientexec", str(python)]
+    if detached:
+        argv.append("--detached")
+    if from_savepoint:
+        argv += ["--fromSavepoint", from_savepoint]
+        if allow_non_restored_state:
+            argv.append("--allowNonRestoredState")
+    return argv
+
+
+def submit(argv: list[str], env: dict[str, str], *, detached: bool) -> str | None:
+    """Run `flink run`; in detached mode return the job id it printed.
+
+    Attached, the command's output streams to the terminal and this returns when the job ends.
+    """
+    env = {**env, "RTML_TARGET": "cluster", "RTML_DETACHED": "true" if detached else "false"}
+    if not detached:
+        subprocess.run(argv, env=env, cwd=PROJECT_ROOT, check=True)
+        return None
+    result = subprocess.run(argv, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    match = _JOB_ID.search(output)
+    if result.returncode != 0 or match is None:
+        raise FlinkError(
+            f"`flink run` failed (exit {result.returncode}):\n{explain_failure(output)}"
+        )
+    return match.group(1)
+
+
+class FlinkRest:
+    """A small client of the JobManager REST API (`/jobs`, savepoints, cancel)."""
+
+    def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        url = f"{self.base_url}{path}"
+        try:
+            response = requests.request(method, url, timeout=self.timeout_s, **kwargs)
+        except requests.RequestException as error:
+            raise FlinkError(f"Flink REST API at {self.base_url} not reachable: {error}") from None
+        if not response.ok:
+            raise FlinkError(f"{method} {path} -> {response.status_code}: {response.text[:500]}")
+        return response.json() if response.content else None
+
+    def jobs(self) -> list[JobSummary]:
+        """All jobs the cluster knows, newest first."""
+        body = self._call("GET", "/jobs/overview")
+        summaries = [
+            JobSummary(j["jid"], j["name"], j["state"], j["start-time"], j["duration"])
+            for j in body.get("jobs", [])
+        ]
+        return sorted(summaries, key=lambda j: j.start_time_ms, reverse=True)
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/jobs/{job_id}")
+
+    def checkpoints(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/jobs/{job_id}/checkpoints")
+
+    def wait_for_state(self, job_id: str, states: set[str], timeout_s: float = 60.0) -> str:
+        """Poll until the job reaches one of `states`; returns the state."""
+        deadline = time.monotonic() + timeout_s
+        state = "UNKNOWN"
+        while time.monotonic() < deadline:
+            state = self.job(job_id)["state"]
+            if state in states:
+                return state
+            time.sleep(0.5)
+        raise FlinkError(f"job {job_id} is {state}, not {sorted(states)} after {timeout_s:.0f} s")
+
+    def stop_with_savepoint(
+        self, job_id: str, target_directory: str | None = None, timeout_s: float = 300.0
+    ) -> str:
+        """Stop the job gracefully with a savepoint; returns the savepoint's path."""
+        body: dict[str, Any] = {"drain": False, "formatType": "CANONICAL"}
+        if target_directory:
+            body["targetDirectory"] = target_directory
+        trigger = self._call("POST", f"/jobs/{job_id}/stop", json=body)["request-id"]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            answer = self._call("GET", f"/jobs/{job_id}/savepoints/{trigger}")
+            if answer["status"]["id"] == "COMPLETED":
+                operation = answer.get("operation", {})
+                if "failure-cause" in operation:
+                    cause = operation["failure-cause"].get("stack-trace", "")
+                    raise FlinkError(f"savepoint of job {job_id} failed:\n{_last_lines(cause)}")
+                return operation["location"]
+            time.sleep(0.5)
+        raise FlinkError(f"savepoint of job {job_id} not finished after {timeout_s:.0f} s")
+
+    def cancel(self, job_id: str) -> None:
+        self._call("PATCH", f"/jobs/{job_id}", params={"mode": "cancel"})
+
+
+def flink_bin(pyflink_home: Path) -> Path:
+    return pyflink_home / "bin" / "flink"
+
+
+def explain_failure(output: str, limit: int = 40) -> str:
+    """The useful part of a failed `flink run`: the Python traceback and Java causes, no frames."""
+    start = output.find("Traceback (most recent call last)")
+    text = output[start:] if start >= 0 else output
+    lines = [
+        line
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith(("at ", "... "))
+    ]
+    return "\n".join(lines[-limit:] if start < 0 else lines[:limit])
+
+
+def _last_lines(text: str, count: int = 25) -> str:
+    return "\n".join(text.strip().splitlines()[-count:])

@@ -1,0 +1,136 @@
+"""Typed settings for the local stack and the jobs, from one place.
+
+Every field can be overridden by an environment variable `RTML_<FIELD>` (e.g. `RTML_KAFKA_PORT`);
+`rtml --help` lists them. Paths default to folders under the repository's `.rtml/`.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = "127.0.0.1"
+
+
+class StackSettings(BaseSettings):
+    """Where the local stack lives and which loopback ports it uses."""
+
+    model_config = SettingsConfigDict(env_prefix="RTML_", frozen=True, extra="ignore")
+
+    home: Path = Field(PROJECT_ROOT / ".rtml", description="generated files: jars, venvs, models")
+    runtime_dir: Path | None = Field(
+        None, description="data, logs, pids and checkpoints of one stack (default: HOME/stack)"
+    )
+    flink_conf_dir: Path = Field(
+        PROJECT_ROOT / "flink-conf", description="checked-in Flink configuration (config.yaml)"
+    )
+    python: Path = Field(
+        Path(sys.executable), description="Python of the venv that runs jobs and Flink's workers"
+    )
+
+    kafka_port: int = Field(9092, description="Kafka broker (PLAINTEXT)")
+    kafka_controller_port: int = Field(9093, description="Kafka KRaft controller")
+    redis_port: int = 6379
+    flink_rest_port: int = Field(8081, description="Flink REST API and web UI")
+    flink_rpc_port: int = Field(6123, description="Flink JobManager RPC")
+    model_http_port: int = Field(8080, description="model server, Open Inference Protocol (REST)")
+    model_grpc_port: int = 8001
+    model_metrics_port: int = 8002
+
+    start_timeout_s: float = Field(120.0, description="how long `stack up` waits for each service")
+
+    @cached_property
+    def runtime(self) -> Path:
+        """The folder of this stack's data, logs and pid files."""
+        return (self.runtime_dir or self.home / "stack").resolve()
+
+    @property
+    def jars_dir(self) -> Path:
+        return self.home / "jars"
+
+    @property
+    def mlserver_venv(self) -> Path:
+        return self.home / "venvs" / "mlserver"
+
+    @property
+    def model_repo(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.runtime / "logs"
+
+    @property
+    def pids_dir(self) -> Path:
+        return self.runtime / "run"
+
+    @property
+    def checkpoints_uri(self) -> str:
+        return (self.runtime / "checkpoints").as_uri()
+
+    @property
+    def savepoints_uri(self) -> str:
+        return (self.runtime / "savepoints").as_uri()
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"{LOOPBACK}:{self.kafka_port}"
+
+    @property
+    def flink_rest_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.flink_rest_port}"
+
+    @property
+    def model_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.model_http_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.redis_port}/0"
+
+
+class JobSettings(BaseSettings):
+    """Settings every job shares: where Kafka is and how the job is run."""
+
+    model_config = SettingsConfigDict(env_prefix="RTML_", frozen=True, extra="ignore")
+
+    kafka_port: int = 9092
+    kafka_bootstrap: str = Field(
+        "", description="Kafka bootstrap servers (default: the local stack's broker)"
+    )
+    jars_dir: Path = Field(PROJECT_ROOT / ".rtml" / "jars", description="resolved connector jars")
+    flink_conf_dir: Path = PROJECT_ROOT / "flink-conf"
+    parallelism: int = 1
+    target: Literal["local", "cluster"] = Field(
+        "local", description="local: embedded MiniCluster; cluster: submitted by `rtml submit`"
+    )
+    detached: bool = Field(
+        False, description="return once the job is submitted instead of waiting for it to end"
+    )
+
+    @model_validator(mode="after")
+    def _local_broker_by_default(self) -> JobSettings:
+        if not self.kafka_bootstrap:
+            # frozen model: set once, here, before anyone reads it
+            object.__setattr__(self, "kafka_bootstrap", f"{LOOPBACK}:{self.kafka_port}")
+        return self
+
+
+class SmokeJobSettings(JobSettings):
+    """The smoke job: counts events per key per tumbling window."""
+
+    smoke_input_topic: str = "rtml.smoke.events"
+    smoke_output_topic: str = "rtml.smoke.counts"
+    smoke_dead_letter_topic: str = "rtml.smoke.dead-letter"
+    smoke_window_seconds: int = 10
+    smoke_out_of_orderness_seconds: int = 2
+    smoke_idle_timeout_seconds: int = 5
+    smoke_group_id: str = "rtml-smoke"
+    smoke_transactional_id_prefix: str = "rtml-smoke"
+    smoke_partitions: int = 2

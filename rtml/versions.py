@@ -1,0 +1,9 @@
+"""The versions rtml pins, in one place.
+
+`pom.xml` and `pyproject.toml` repeat some of them for their own tools; a test keeps them in step.
+"""
+
+FLINK = "2.2.1"
+FLINK_KAFKA_CONNECTOR = "5.0.0-2.2"
+KAFKA = "4.2.1"
+FLINK_KAFKA_CONNECTOR_JAR = f"flink-sql-connector-kafka-{FLINK_KAFKA_CONNECTOR}.jar"

@@ -1,0 +1,41 @@
+-- Every event is either counted or dead-lettered, never both and never neither:
+-- both paths read the same `reason` column.
+CREATE TEMPORARY VIEW smoke_classified AS
+SELECT
+  payload,
+  JSON_VALUE(CAST(payload AS STRING), '$.key') AS event_key,
+  event_time,
+  source_topic,
+  source_partition,
+  source_offset,
+  CASE
+    WHEN payload IS NULL THEN 'empty_payload'
+    WHEN NOT (CAST(payload AS STRING) IS JSON OBJECT) THEN 'invalid_json'
+    WHEN JSON_VALUE(CAST(payload AS STRING), '$.key') IS NULL THEN 'missing_key'
+    WHEN event_time IS NULL THEN 'missing_or_invalid_ts'
+    -- Behind the watermark: its window may have fired already; count it nowhere rather than wrongly.
+    WHEN event_time <= CURRENT_WATERMARK(event_time) THEN 'late_event'
+  END AS reason
+FROM smoke_events;
+
+CREATE TEMPORARY VIEW smoke_valid AS
+SELECT event_key, event_time FROM smoke_classified WHERE reason IS NULL;
+
+INSERT INTO smoke_counts
+SELECT event_key, window_start, window_end, COUNT(*) AS event_count
+FROM TABLE(
+  TUMBLE(TABLE smoke_valid, DESCRIPTOR(event_time), INTERVAL '${window_seconds}' SECOND)
+)
+GROUP BY event_key, window_start, window_end;
+
+INSERT INTO smoke_dead_letters
+SELECT
+  payload,
+  MAP[
+    'rtml.reason', CAST(reason AS BYTES),
+    'rtml.source.topic', CAST(source_topic AS BYTES),
+    'rtml.source.partition', CAST(CAST(source_partition AS STRING) AS BYTES),
+    'rtml.source.offset', CAST(CAST(source_offset AS STRING) AS BYTES)
+  ]
+FROM smoke_classified
+WHERE reason IS NOT NULL;

@@ -1,0 +1,57 @@
+-- Smoke job tables. ${...} placeholders are filled by rtml from SmokeJobSettings (RTML_SMOKE_*).
+
+-- Events arrive as JSON, e.g. {"key": "k1", "ts": 1763700000000}; ts is epoch milliseconds.
+-- The value is read as raw bytes so a record that is not valid JSON can be dead-lettered unchanged.
+CREATE TABLE smoke_events (
+  payload BYTES,
+  source_topic STRING METADATA FROM 'topic' VIRTUAL,
+  source_partition INT METADATA FROM 'partition' VIRTUAL,
+  source_offset BIGINT METADATA FROM 'offset' VIRTUAL,
+  event_time AS TO_TIMESTAMP_LTZ(TRY_CAST(JSON_VALUE(CAST(payload AS STRING), '$.ts') AS BIGINT), 3),
+  WATERMARK FOR event_time AS event_time - INTERVAL '${out_of_orderness_seconds}' SECOND
+) WITH (
+  'connector' = 'kafka',
+  'topic' = '${input_topic}',
+  'properties.bootstrap.servers' = '${bootstrap}',
+  'properties.group.id' = '${group_id}',
+  'properties.isolation.level' = 'read_committed',
+  'scan.startup.mode' = 'group-offsets',
+  'properties.auto.offset.reset' = 'earliest',
+  -- A partition without traffic must not hold back the watermark (and every window) forever.
+  'scan.watermark.idle-timeout' = '${idle_timeout}',
+  'format' = 'raw'
+);
+
+CREATE TABLE smoke_counts (
+  event_key STRING,
+  window_start TIMESTAMP(3),
+  window_end TIMESTAMP(3),
+  event_count BIGINT
+) WITH (
+  'connector' = 'kafka',
+  'topic' = '${output_topic}',
+  'properties.bootstrap.servers' = '${bootstrap}',
+  'key.format' = 'raw',
+  'key.fields' = 'event_key',
+  'value.format' = 'json',
+  'value.json.timestamp-format.standard' = 'ISO-8601',
+  'sink.delivery-guarantee' = 'exactly-once',
+  'sink.transactional-id-prefix' = '${transactional_id_prefix}-counts',
+  -- Must stay within the broker's transaction.max.timeout.ms (1 h on rtml's broker).
+  'properties.transaction.timeout.ms' = '${transaction_timeout_ms}'
+);
+
+-- Dead letters keep the original bytes as the record value; why and where from go in headers
+-- (the convention of Kafka Connect's dead-letter queues), readable by any consumer.
+CREATE TABLE smoke_dead_letters (
+  payload BYTES,
+  headers MAP<STRING, BYTES> METADATA
+) WITH (
+  'connector' = 'kafka',
+  'topic' = '${dead_letter_topic}',
+  'properties.bootstrap.servers' = '${bootstrap}',
+  'format' = 'raw',
+  'sink.delivery-guarantee' = 'exactly-once',
+  'sink.transactional-id-prefix' = '${transactional_id_prefix}-dead-letters',
+  'properties.transaction.timeout.ms' = '${transaction_timeout_ms}'
+);

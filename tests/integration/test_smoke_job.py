@@ -1,0 +1,196 @@
+"""The smoke job on the real stack: exact counts, dead letters, and a TaskManager killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+from support.kafka import read_committed, send_raw
+
+from rtml import generate
+from rtml.flinkrest import FlinkRest
+from rtml.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+WINDOW_MS = 10_000
+START_MS = 1_763_700_000_000  # a window boundary (divisible by 10 s)
+
+
+def smoke_env(stack_env: dict[str, str]) -> dict[str, str]:
+    """Topics, group and transactional ids of their own, so each test's job stands alone."""
+    run = uuid.uuid4().hex[:8]
+    return {
+        **stack_env,
+        "RTML_SMOKE_INPUT_TOPIC": f"smoke-{run}.events",
+        "RTML_SMOKE_OUTPUT_TOPIC": f"smoke-{run}.counts",
+        "RTML_SMOKE_DEAD_LETTER_TOPIC": f"smoke-{run}.dead-letter",
+        "RTML_SMOKE_GROUP_ID": f"smoke-{run}",
+        "RTML_SMOKE_TRANSACTIONAL_ID_PREFIX": f"smoke-{run}",
+    }
+
+
+def submit_smoke(env: dict[str, str], rest: FlinkRest) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "rtml.cli", "submit", "smoke", "--detached"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip().splitlines()[-1]
+    rest.wait_for_state(job_id, {"RUNNING"}, timeout_s=120)
+    return job_id
+
+
+def count_rows(records: list) -> list[tuple[str, int, int]]:
+    """(key, window_start_ms, count) for every output record, duplicates kept."""
+    rows = []
+    for record in records:
+        value = json.loads(record.value)
+        start = datetime.fromisoformat(value["window_start"]).replace(tzinfo=UTC)
+        rows.append((value["event_key"], int(start.timestamp() * 1000), value["event_count"]))
+    return rows
+
+
+def expected_rows(events: list[dict[str, object]], fired_before_ms: int) -> Counter:
+    """Each (key, window, count) the job must emit exactly once: windows that end by the flush."""
+    counts = generate.tumbling_counts(events, WINDOW_MS)
+    return Counter(
+        (key, start, count)
+        for (key, start), count in counts.items()
+        if start + WINDOW_MS <= fired_before_ms
+    )
+
+
+def flush_event(ts_ms: int) -> dict[str, object]:
+    """A far-later event whose watermark fires every window before it (its own never fires)."""
+    return {"key": "flush", "ts": ts_ms, "seq": -1}
+
+
+@pytest.fixture
+def rest(stack: Stack) -> FlinkRest:
+    return FlinkRest(stack.settings.flink_rest_url)
+
+
+def test_counts_are_exact_and_bad_records_become_dead_letters(
+    stack: Stack, stack_env: dict[str, str], rest: FlinkRest
+) -> None:
+    env = smoke_env(stack_env)
+    bootstrap = stack.settings.kafka_bootstrap
+    job_id = submit_smoke(env, rest)
+    try:
+        events = generate.smoke_events(3000, keys=5, start_ms=START_MS, seed=7)  # 30 s, 3 windows
+        bad = [
+            b"not json at all",
+            b'{"key": "k1"}',  # no event time
+            b'{"key": "k1", "ts": "yesterday"}',  # event time of the wrong type
+            b'{"ts": 1763700001000}',  # no key
+            b"[1, 2, 3]",  # JSON, but not an object
+            None,  # a tombstone (a key and no value)
+        ]
+        records = list(generate.as_records(events))
+        # Bad records in the middle of good ones: they must not stop or shift the counting.
+        half = len(records) // 2
+        generate.produce(bootstrap, env["RTML_SMOKE_INPUT_TOPIC"], records[:half])
+        send_raw(bootstrap, env["RTML_SMOKE_INPUT_TOPIC"], bad, key=b"k1")
+        generate.produce(bootstrap, env["RTML_SMOKE_INPUT_TOPIC"], records[half:])
+        flush_ts = START_MS + 60_000
+        generate.produce(
+            bootstrap, env["RTML_SMOKE_INPUT_TOPIC"], generate.as_records([flush_event(flush_ts)])
+        )
+        expected = expected_rows(events, flush_ts - 2_000)
+        assert sum(expected.values()) == 15  # 5 keys x 3 windows: the test itself is sound
+
+        output = read_committed(
+            bootstrap, env["RTML_SMOKE_OUTPUT_TOPIC"],
+            until=lambda rs: len(rs) >= len(expected), timeout_s=120, settle_s=8,
+        )  # fmt: skip
+        assert Counter(count_rows(output)) == expected
+        assert sum(c for _, _, c in count_rows(output)) == len(events)
+
+        # A late event: its window fired long ago, so it is dead-lettered, not silently dropped.
+        late = json.dumps({"key": "k0", "ts": START_MS + 1}).encode()
+        send_raw(bootstrap, env["RTML_SMOKE_INPUT_TOPIC"], [late])
+
+        dead = read_committed(
+            bootstrap, env["RTML_SMOKE_DEAD_LETTER_TOPIC"],
+            until=lambda rs: len(rs) >= len(bad) + 1, timeout_s=60, settle_s=3,
+        )  # fmt: skip
+        letters = [(r.value, dict(r.headers)) for r in dead]
+        reasons = {value: headers["rtml.reason"].decode() for value, headers in letters}
+        assert reasons == {
+            b"not json at all": "invalid_json",
+            b'{"key": "k1"}': "missing_or_invalid_ts",
+            b'{"key": "k1", "ts": "yesterday"}': "missing_or_invalid_ts",
+            b'{"ts": 1763700001000}': "missing_key",
+            b"[1, 2, 3]": "invalid_json",
+            None: "empty_payload",
+            late: "late_event",
+        }
+        for _, headers in letters:
+            assert headers["rtml.source.topic"].decode() == env["RTML_SMOKE_INPUT_TOPIC"]
+            assert int(headers["rtml.source.offset"]) >= 0
+        assert rest.job(job_id)["state"] == "RUNNING"  # bad input never stopped the job
+    finally:
+        rest.cancel(job_id)
+
+
+def wait_for_checkpoint_after(rest: FlinkRest, job_id: str, after_ms: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        latest = (rest.checkpoints(job_id).get("latest") or {}).get("completed") or {}
+        if latest.get("latest_ack_timestamp", 0) > after_ms:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no checkpoint of job {job_id} completed after {after_ms}")
+
+
+def test_killed_taskmanager_loses_and_duplicates_no_window(
+    stack: Stack, stack_env: dict[str, str], rest: FlinkRest
+) -> None:
+    env = smoke_env(stack_env)
+    bootstrap = stack.settings.kafka_bootstrap
+    topic = env["RTML_SMOKE_INPUT_TOPIC"]
+    job_id = submit_smoke(env, rest)
+    try:
+        events = generate.smoke_events(6000, keys=5, start_ms=START_MS, seed=11)  # 60 s
+        records = list(generate.as_records(events))
+        generate.produce(bootstrap, topic, records[:3000])
+        # Windows of the first half fire and are committed by a checkpoint before the crash.
+        generate.produce(bootstrap, topic, generate.as_records([flush_event(START_MS + 30_000)]))
+        sent_at_ms = int(time.time() * 1000)
+        wait_for_checkpoint_after(rest, job_id, sent_at_ms)
+
+        taskmanager = stack.owned("flink-taskmanager")
+        assert taskmanager is not None
+        os.kill(taskmanager.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        # Data keeps arriving while the job is down; a replacement TaskManager is started.
+        generate.produce(bootstrap, topic, records[3000:])
+        flush_ts = START_MS + 120_000
+        generate.produce(bootstrap, topic, generate.as_records([flush_event(flush_ts)]))
+        assert stack.up(["flink-taskmanager"]) == ["flink-taskmanager"]
+
+        expected = expected_rows(events, flush_ts - 2_000)
+        # The first flush event has its own window [START+30 s, START+40 s) of count 1.
+        expected[("flush", START_MS + 30_000, 1)] += 1
+        output = read_committed(
+            bootstrap, env["RTML_SMOKE_OUTPUT_TOPIC"],
+            until=lambda rs: len(rs) >= sum(expected.values()), timeout_s=240, settle_s=10,
+        )  # fmt: skip
+        recovered_s = time.monotonic() - killed_at
+        assert Counter(count_rows(output)) == expected, f"after {recovered_s:.0f} s"
+        assert rest.job(job_id)["state"] == "RUNNING"
+        print(f"recovered and caught up {recovered_s:.1f} s after kill -9 of the TaskManager")
+    finally:
+        rest.cancel(job_id)
+        # Whatever happened, leave a TaskManager for the tests after this one.
+        stack.up(["flink-taskmanager"])

@@ -1,0 +1,1 @@
+"""Helpers shared by rtml's tests (imported as `support`)."""
