@@ -88,10 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--start-ms", type=int, default=None, help="event time of the first event (default: now)"
     )
 
+    commands.add_parser(
+        "demo", help="run the main job on generated data and show its results (needs `stack up`)"
+    )
+
     read = commands.add_parser("read", help="print records of a topic (read_committed)")
     read.add_argument("topic")
     read.add_argument("--max", type=int, default=20, help="stop after this many records")
-    read.add_argument("--timeout", type=float, default=10.0, help="stop after this many idle s")
+    read.add_argument("--timeout", type=float, default=5.0, help="stop reading after this many s")
     return parser
 
 
@@ -194,40 +198,32 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _read(args: argparse.Namespace) -> int:
-    from kafka import KafkaConsumer
+    from rtml.kafka_io import read_committed
 
-    consumer = KafkaConsumer(
-        args.topic,
-        bootstrap_servers=SmokeJobSettings().kafka_bootstrap,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=int(args.timeout * 1000),
-    )
-    shown = 0
-    try:
-        for message in consumer:
-            headers = {k: v.decode(errors="replace") for k, v in message.headers or []}
-            print(
-                json.dumps(
-                    {
-                        "partition": message.partition,
-                        "offset": message.offset,
-                        "key": message.key.decode(errors="replace") if message.key else None,
-                        "value": message.value.decode(errors="replace") if message.value else None,
-                        **({"headers": headers} if headers else {}),
-                    }
-                )
-            )
-            shown += 1
-            if shown >= args.max:
-                break
-    finally:
-        consumer.close()
+    records = read_committed(
+        SmokeJobSettings().kafka_bootstrap, args.topic,
+        until=lambda records: len(records) >= args.max, timeout_s=args.timeout,
+    )  # fmt: skip
+    for record in records[: args.max]:
+        headers = {k: v.decode(errors="replace") for k, v in record.headers or []}
+        shown = {
+            "partition": record.partition,
+            "offset": record.offset,
+            "key": record.key.decode(errors="replace") if record.key else None,
+            "value": record.value.decode(errors="replace") if record.value else None,
+        }
+        print(json.dumps({**shown, **({"headers": headers} if headers else {})}))
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from rtml import demo
+
+    return demo.run()
+
+
 HANDLERS = {
+    "demo": _demo,
     "stack": _stack,
     "submit": _submit,
     "jobs": _jobs,

@@ -18,6 +18,7 @@ class Record:
 
     key: bytes | None
     value: bytes
+    partition: int | None = None  # None: the producer's partitioner picks by key
 
 
 def smoke_events(
@@ -51,6 +52,16 @@ def as_records(events: Iterable[dict[str, object]]) -> Iterator[Record]:
         yield Record(str(event["key"]).encode(), json.dumps(event).encode())
 
 
+def watermark_markers(ts_ms: int, partitions: int, key: str = "_watermark") -> list[Record]:
+    """One event at `ts_ms` for every partition, so the watermark of each one passes `ts_ms`.
+
+    A windowed job's watermark is the minimum over partitions: an event that reaches only one
+    partition fires no window. Markers are ordinary events (their key is counted like any other).
+    """
+    value = json.dumps({"key": key, "ts": ts_ms, "seq": -1}).encode()
+    return [Record(key.encode(), value, partition) for partition in range(partitions)]
+
+
 def produce(
     bootstrap: str, topic: str, records: Iterable[Record], *, rate: float | None = None
 ) -> int:
@@ -61,7 +72,9 @@ def produce(
     futures = []
     try:
         for record in records:
-            futures.append(producer.send(topic, key=record.key, value=record.value))
+            futures.append(
+                producer.send(topic, key=record.key, value=record.value, partition=record.partition)
+            )
             sent += 1
             if rate:
                 ahead = sent / rate - (time.monotonic() - started)

@@ -130,7 +130,11 @@ class SmokeJobSettings(JobSettings):
     smoke_dead_letter_topic: str = "rtml.smoke.dead-letter"
     smoke_window_seconds: int = 10
     smoke_out_of_orderness_seconds: int = 2
-    smoke_idle_timeout_seconds: int = 5
+    smoke_idle_timeout_seconds: int = Field(
+        0,
+        description="mark a partition idle after this many quiet seconds (0: never); idleness lets "
+        "windows fire without traffic everywhere, but a partition that resumes may be late",
+    )
     smoke_group_id: str = "rtml-smoke"
     smoke_transactional_id_prefix: str = "rtml-smoke"
     smoke_partitions: int = 2

@@ -2,6 +2,7 @@
 -- both paths read the same `reason` column.
 CREATE TEMPORARY VIEW smoke_classified AS
 SELECT
+  record_key,
   payload,
   JSON_VALUE(CAST(payload AS STRING), '$.key') AS event_key,
   event_time,
@@ -30,6 +31,7 @@ GROUP BY event_key, window_start, window_end;
 
 INSERT INTO smoke_dead_letters
 SELECT
+  record_key,
   payload,
   MAP[
     'rtml.reason', CAST(reason AS BYTES),

@@ -1,8 +1,9 @@
 -- Smoke job tables. ${...} placeholders are filled by rtml from SmokeJobSettings (RTML_SMOKE_*).
 
 -- Events arrive as JSON, e.g. {"key": "k1", "ts": 1763700000000}; ts is epoch milliseconds.
--- The value is read as raw bytes so a record that is not valid JSON can be dead-lettered unchanged.
+-- Key and value are read as raw bytes so a bad record can be dead-lettered unchanged.
 CREATE TABLE smoke_events (
+  record_key BYTES,
   payload BYTES,
   source_topic STRING METADATA FROM 'topic' VIRTUAL,
   source_partition INT METADATA FROM 'partition' VIRTUAL,
@@ -17,9 +18,13 @@ CREATE TABLE smoke_events (
   'properties.isolation.level' = 'read_committed',
   'scan.startup.mode' = 'group-offsets',
   'properties.auto.offset.reset' = 'earliest',
-  -- A partition without traffic must not hold back the watermark (and every window) forever.
+  -- 0 s (the default) waits for every partition. With idleness, a quiet partition stops holding
+  -- back the watermark, but when it resumes after a pause its first events may already be late.
   'scan.watermark.idle-timeout' = '${idle_timeout}',
-  'format' = 'raw'
+  'key.format' = 'raw',
+  'key.fields' = 'record_key',
+  'value.format' = 'raw',
+  'value.fields-include' = 'EXCEPT_KEY'
 );
 
 CREATE TABLE smoke_counts (
@@ -44,13 +49,17 @@ CREATE TABLE smoke_counts (
 -- Dead letters keep the original bytes as the record value; why and where from go in headers
 -- (the convention of Kafka Connect's dead-letter queues), readable by any consumer.
 CREATE TABLE smoke_dead_letters (
+  record_key BYTES,
   payload BYTES,
   headers MAP<STRING, BYTES> METADATA
 ) WITH (
   'connector' = 'kafka',
   'topic' = '${dead_letter_topic}',
   'properties.bootstrap.servers' = '${bootstrap}',
-  'format' = 'raw',
+  'key.format' = 'raw',
+  'key.fields' = 'record_key',
+  'value.format' = 'raw',
+  'value.fields-include' = 'EXCEPT_KEY',
   'sink.delivery-guarantee' = 'exactly-once',
   'sink.transactional-id-prefix' = '${transactional_id_prefix}-dead-letters',
   'properties.transaction.timeout.ms' = '${transaction_timeout_ms}'

@@ -13,16 +13,18 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
-from support.kafka import read_committed, send_raw
 
 from rtml import generate
 from rtml.flinkrest import FlinkRest
+from rtml.kafka_io import read_committed, send_raw
+from rtml.settings import SmokeJobSettings
 from rtml.stack import Stack
 
 pytestmark = pytest.mark.integration
 
 WINDOW_MS = 10_000
 START_MS = 1_763_700_000_000  # a window boundary (divisible by 10 s)
+PARTITIONS = SmokeJobSettings().smoke_partitions
 
 
 def smoke_env(stack_env: dict[str, str]) -> dict[str, str]:
@@ -69,9 +71,9 @@ def expected_rows(events: list[dict[str, object]], fired_before_ms: int) -> Coun
     )
 
 
-def flush_event(ts_ms: int) -> dict[str, object]:
-    """A far-later event whose watermark fires every window before it (its own never fires)."""
-    return {"key": "flush", "ts": ts_ms, "seq": -1}
+def flush(bootstrap: str, topic: str, ts_ms: int) -> None:
+    """Far-later events on every partition: the watermark passes and every earlier window fires."""
+    generate.produce(bootstrap, topic, generate.watermark_markers(ts_ms, PARTITIONS))
 
 
 @pytest.fixture
@@ -102,9 +104,7 @@ def test_counts_are_exact_and_bad_records_become_dead_letters(
         send_raw(bootstrap, env["RTML_SMOKE_INPUT_TOPIC"], bad, key=b"k1")
         generate.produce(bootstrap, env["RTML_SMOKE_INPUT_TOPIC"], records[half:])
         flush_ts = START_MS + 60_000
-        generate.produce(
-            bootstrap, env["RTML_SMOKE_INPUT_TOPIC"], generate.as_records([flush_event(flush_ts)])
-        )
+        flush(bootstrap, env["RTML_SMOKE_INPUT_TOPIC"], flush_ts)
         expected = expected_rows(events, flush_ts - 2_000)
         assert sum(expected.values()) == 15  # 5 keys x 3 windows: the test itself is sound
 
@@ -117,13 +117,14 @@ def test_counts_are_exact_and_bad_records_become_dead_letters(
 
         # A late event: its window fired long ago, so it is dead-lettered, not silently dropped.
         late = json.dumps({"key": "k0", "ts": START_MS + 1}).encode()
-        send_raw(bootstrap, env["RTML_SMOKE_INPUT_TOPIC"], [late])
+        send_raw(bootstrap, env["RTML_SMOKE_INPUT_TOPIC"], [late], key=b"k0")
 
         dead = read_committed(
             bootstrap, env["RTML_SMOKE_DEAD_LETTER_TOPIC"],
             until=lambda rs: len(rs) >= len(bad) + 1, timeout_s=60, settle_s=3,
         )  # fmt: skip
         letters = [(r.value, dict(r.headers)) for r in dead]
+        assert {r.key for r in dead} == {b"k1", b"k0"}  # the original keys are kept too
         reasons = {value: headers["rtml.reason"].decode() for value, headers in letters}
         assert reasons == {
             b"not json at all": "invalid_json",
@@ -164,7 +165,7 @@ def test_killed_taskmanager_loses_and_duplicates_no_window(
         records = list(generate.as_records(events))
         generate.produce(bootstrap, topic, records[:3000])
         # Windows of the first half fire and are committed by a checkpoint before the crash.
-        generate.produce(bootstrap, topic, generate.as_records([flush_event(START_MS + 30_000)]))
+        flush(bootstrap, topic, START_MS + 30_000)
         sent_at_ms = int(time.time() * 1000)
         wait_for_checkpoint_after(rest, job_id, sent_at_ms)
 
@@ -176,12 +177,12 @@ def test_killed_taskmanager_loses_and_duplicates_no_window(
         # Data keeps arriving while the job is down; a replacement TaskManager is started.
         generate.produce(bootstrap, topic, records[3000:])
         flush_ts = START_MS + 120_000
-        generate.produce(bootstrap, topic, generate.as_records([flush_event(flush_ts)]))
+        flush(bootstrap, topic, flush_ts)
         assert stack.up(["flink-taskmanager"]) == ["flink-taskmanager"]
 
         expected = expected_rows(events, flush_ts - 2_000)
-        # The first flush event has its own window [START+30 s, START+40 s) of count 1.
-        expected[("flush", START_MS + 30_000, 1)] += 1
+        # The first markers (one per partition) have their own window [START+30 s, START+40 s).
+        expected[("_watermark", START_MS + 30_000, PARTITIONS)] += 1
         output = read_committed(
             bootstrap, env["RTML_SMOKE_OUTPUT_TOPIC"],
             until=lambda rs: len(rs) >= sum(expected.values()), timeout_s=240, settle_s=10,

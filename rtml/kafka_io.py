@@ -1,4 +1,4 @@
-"""Reading and writing Kafka in tests, the way a downstream consumer would."""
+"""Reading Kafka the way a downstream consumer does (read_committed), and raw writes."""
 
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ def read_committed(
     bootstrap: str,
     topic: str,
     *,
-    until: Callable[[list[ConsumerRecord]], bool],
+    until: Callable[[list[ConsumerRecord]], bool] = lambda records: False,
     timeout_s: float,
     settle_s: float = 0.0,
 ) -> list[ConsumerRecord]:
     """Every committed record of `topic` from the start, read until `until(records)` holds.
 
     After `until` holds, keep reading for `settle_s` more so duplicates that would follow are seen.
-    Returns what was read when the timeout passes, so the caller's assertion shows what is missing.
+    Returns what was read when the timeout passes (so a test's assertion shows what is missing);
+    without `until`, that is everything committed so far.
     """
     consumer = KafkaConsumer(
         topic,
@@ -46,7 +47,9 @@ def read_committed(
     return records
 
 
-def send_raw(bootstrap: str, topic: str, values: list[bytes | None], key: bytes | None = None) -> None:
+def send_raw(
+    bootstrap: str, topic: str, values: list[bytes | None], key: bytes | None = None
+) -> None:
     """Send raw values (None is a tombstone) and wait until the broker has them all."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     try:

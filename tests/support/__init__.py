@@ -1,1 +1,0 @@
-"""Helpers shared by rtml's tests (imported as `support`)."""
