@@ -127,6 +127,21 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def mentioning(text: str) -> list[int]:
+    """Pids of live processes whose command line contains `text` (e.g. a stack's folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     """True when something already listens on (or holds) `host:port`."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

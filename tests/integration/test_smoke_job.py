@@ -195,3 +195,51 @@ def test_killed_taskmanager_loses_and_duplicates_no_window(
         rest.cancel(job_id)
         # Whatever happened, leave a TaskManager for the tests after this one.
         stack.up(["flink-taskmanager"])
+
+
+def test_stop_with_savepoint_and_resubmit_keeps_window_state(
+    stack: Stack, stack_env: dict[str, str], rest: FlinkRest
+) -> None:
+    env = smoke_env(stack_env)
+    bootstrap = stack.settings.kafka_bootstrap
+    topic = env["RTML_SMOKE_INPUT_TOPIC"]
+    job_id = submit_smoke(env, rest)
+    resumed_id = None
+    try:
+        events = generate.smoke_events(4000, keys=5, start_ms=START_MS, seed=5)  # 40 s
+        records = list(generate.as_records(events))
+        # Stop in the middle of the window [20 s, 30 s): its partial counts live only in state.
+        generate.produce(bootstrap, topic, records[:2500])
+        wait_for_checkpoint_after(rest, job_id, int(time.time() * 1000))
+
+        stop = subprocess.run(
+            [sys.executable, "-m", "rtml.cli", "jobs", "stop", job_id, "--savepoint"],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert stop.returncode == 0, stop.stderr
+        savepoint = stop.stdout.strip().splitlines()[-1]
+        assert savepoint.startswith("file:"), stop.stdout
+        assert rest.wait_for_state(job_id, {"FINISHED"}, timeout_s=60) == "FINISHED"
+
+        generate.produce(bootstrap, topic, records[2500:])
+        resubmit = subprocess.run(
+            [sys.executable, "-m", "rtml.cli", "submit", "smoke", "--detached",
+             "--from-savepoint", savepoint],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert resubmit.returncode == 0, resubmit.stderr
+        resumed_id = resubmit.stdout.strip().splitlines()[-1]
+        rest.wait_for_state(resumed_id, {"RUNNING"}, timeout_s=120)
+        flush_ts = START_MS + 60_000
+        flush(bootstrap, topic, flush_ts)
+
+        expected = expected_rows(events, flush_ts - 2_000)
+        output = read_committed(
+            bootstrap, env["RTML_SMOKE_OUTPUT_TOPIC"],
+            until=lambda rs: len(rs) >= sum(expected.values()), timeout_s=120, settle_s=8,
+        )  # fmt: skip
+        assert Counter(count_rows(output)) == expected
+    finally:
+        for job in (job_id, resumed_id):
+            if job and rest.job(job)["state"] == "RUNNING":
+                rest.cancel(job)

@@ -1,0 +1,134 @@
+"""Stack checks that run before anything starts: Java, ports, binaries. No service is started."""
+
+from __future__ import annotations
+
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ephemeral import ephemeral_stack_settings, settings_env
+
+from rtml import processes
+from rtml.stack import Stack, StackError, find_java, java_major, kafka_server_properties
+
+
+def fake_java(folder: Path, version: str) -> Path:
+    """A `java` that only answers -version, as an old JDK would."""
+    folder.mkdir(parents=True, exist_ok=True)
+    java = folder / "java"
+    java.write_text(f"#!/bin/sh\necho 'openjdk version \"{version}\" 2021-01-19' >&2\n")
+    java.chmod(java.stat().st_mode | stat.S_IEXEC)
+    return java
+
+
+def nothing_started(stack: Stack) -> bool:
+    return not any(stack.pid_file(name).exists() for name in stack.services) and not (
+        processes.mentioning(str(stack.settings.runtime))
+    )
+
+
+@pytest.mark.parametrize(
+    ("output", "major"),
+    [
+        ('openjdk version "17.0.15" 2025-04-15', 17),
+        ('java version "1.8.0_392"', 8),
+        ('openjdk version "21" 2023-09-19', 21),
+        ("no version here", None),
+    ],
+)
+def test_java_major(output: str, major: int | None) -> None:
+    assert java_major(output) == major
+
+
+def test_find_java_prefers_java_home(tmp_path: Path) -> None:
+    home_java = fake_java(tmp_path / "jdk" / "bin", "17.0.1")
+    path_java = fake_java(tmp_path / "path", "11.0.2")
+    assert find_java({"JAVA_HOME": str(tmp_path / "jdk"), "PATH": str(path_java.parent)}) == (
+        home_java
+    )
+    assert find_java({"PATH": str(path_java.parent)}) == path_java
+    assert find_java({"PATH": str(tmp_path / "empty")}) is None
+
+
+def test_missing_java_is_named_and_nothing_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = Stack(ephemeral_stack_settings(tmp_path / "stack"))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(StackError) as failure:
+        stack.up()
+    message = str(failure.value)
+    assert "Java 17+ is needed by kafka, flink-jobmanager, flink-taskmanager" in message
+    assert "JAVA_HOME" in message
+    assert nothing_started(stack)
+
+
+def test_old_java_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = Stack(ephemeral_stack_settings(tmp_path / "stack"))
+    java = fake_java(tmp_path / "jdk11" / "bin", "11.0.2")
+    monkeypatch.setenv("JAVA_HOME", str(java.parent.parent))
+    with pytest.raises(StackError, match=r"Java 17\+ is needed by kafka.* is version 11"):
+        stack.up(["kafka"])
+    assert nothing_started(stack)
+
+
+def test_port_in_use_is_named_and_nothing_starts(tmp_path: Path) -> None:
+    settings = ephemeral_stack_settings(tmp_path / "stack")
+    stack = Stack(settings)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", settings.flink_rest_port))
+        squatter.listen()
+        with pytest.raises(StackError) as failure:
+            stack.up()
+    message = str(failure.value)
+    assert f"flink-jobmanager: port 127.0.0.1:{settings.flink_rest_port} is already in use" in (
+        message
+    )
+    assert "kafka" not in message  # only the real problem is reported
+    assert nothing_started(stack)
+
+
+def test_unknown_service_is_refused(tmp_path: Path) -> None:
+    stack = Stack(ephemeral_stack_settings(tmp_path / "stack"))
+    with pytest.raises(StackError, match="unknown service 'zookeeper'"):
+        stack.up(["zookeeper"])
+
+
+def test_taskmanager_brings_its_jobmanager(tmp_path: Path) -> None:
+    stack = Stack(ephemeral_stack_settings(tmp_path / "stack"))
+    assert stack._with_dependencies(["flink-taskmanager"]) == {
+        "flink-taskmanager",
+        "flink-jobmanager",
+    }
+
+
+def test_cli_reports_missing_java_with_exit_code_1(tmp_path: Path) -> None:
+    settings = ephemeral_stack_settings(tmp_path / "stack")
+    env = {
+        "PATH": str(Path(sys.executable).parent),
+        "HOME": str(tmp_path),
+        **settings_env(settings),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "rtml.cli", "stack", "up"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "rtml: error: cannot start the stack" in result.stderr
+    assert "Java 17+ is needed" in result.stderr
+    assert "redis-server not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_kafka_is_ready_for_exactly_once_sinks(tmp_path: Path) -> None:
+    settings = ephemeral_stack_settings(tmp_path / "stack")
+    props = kafka_server_properties(settings)
+    assert props["auto.create.topics.enable"] == "false"
+    # Flink's sink sets transaction.timeout.ms up to 1 h; the broker must allow it.
+    assert int(props["transaction.max.timeout.ms"]) >= 3_600_000
+    assert props["listeners"].startswith(f"PLAINTEXT://127.0.0.1:{settings.kafka_port},")
+    assert props["transaction.state.log.replication.factor"] == "1"
