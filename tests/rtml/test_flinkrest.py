@@ -1,0 +1,200 @@
+"""Unit tests of the pure parts of the Flink client: job names, `flink run` argv, failure text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rtml import flinkrest
+from rtml.flinkrest import FlinkError
+from rtml.settings import PROJECT_ROOT
+
+FLINK = Path("/opt/flink/bin/flink")
+PY = Path("/venv/bin/python")
+ENV = {"PATH": "/usr/bin:/bin"}
+
+
+@pytest.mark.parametrize("job", ["smoke", "jobs.smoke", "jobs/smoke.py", "smoke.py", "jobs/smoke"])
+def test_job_module_accepts_the_usual_spellings(job: str) -> None:
+    assert flinkrest.job_module(job) == "jobs.smoke"
+
+
+@pytest.mark.parametrize("job", ["nope", "jobs.nope", "jobs/nope.py", "rtml/cli", "__init__x"])
+def test_job_module_rejects_unknown_jobs_listing_the_available_ones(job: str) -> None:
+    available = sorted(
+        p.stem for p in (PROJECT_ROOT / "jobs").glob("*.py") if not p.stem.startswith("_")
+    )
+    assert "smoke" in available
+    with pytest.raises(FlinkError) as caught:
+        flinkrest.job_module(job)
+    message = str(caught.value)
+    assert message.startswith(f"no job {job!r}: ")
+    assert "does not exist" in message
+    assert message.endswith(f"(jobs: {', '.join(available)})")
+    assert "__init__" not in message.split("(jobs:")[1]
+
+
+def test_submit_argv_attached() -> None:
+    assert flinkrest.submit_argv(FLINK, "jobs.smoke", cluster="127.0.0.1:8081", python=PY) == [
+        "/opt/flink/bin/flink",
+        "run",
+        "-m",
+        "127.0.0.1:8081",
+        "-pym",
+        "jobs.smoke",
+        "-pyclientexec",
+        "/venv/bin/python",
+    ]
+
+
+def test_submit_argv_detached() -> None:
+    argv = flinkrest.submit_argv(FLINK, "jobs.smoke", cluster="c:8081", python=PY, detached=True)
+    assert argv == [
+        "/opt/flink/bin/flink",
+        "run",
+        "-m",
+        "c:8081",
+        "-pym",
+        "jobs.smoke",
+        "-pyclientexec",
+        "/venv/bin/python",
+        "--detached",
+    ]
+
+
+def test_submit_argv_from_savepoint() -> None:
+    argv = flinkrest.submit_argv(
+        FLINK, "jobs.smoke", cluster="c:8081", python=PY, from_savepoint="file:///sp/savepoint-1"
+    )
+    assert argv[8:] == ["--fromSavepoint", "file:///sp/savepoint-1"]
+
+
+def test_submit_argv_from_savepoint_allowing_non_restored_state_detached() -> None:
+    argv = flinkrest.submit_argv(
+        FLINK,
+        "jobs.smoke",
+        cluster="c:8081",
+        python=PY,
+        from_savepoint="s3://b/sp",
+        allow_non_restored_state=True,
+        detached=True,
+    )
+    assert argv[:8] == ["/opt/flink/bin/flink", "run", "-m", "c:8081", "-pym", "jobs.smoke"] + [
+        "-pyclientexec",
+        "/venv/bin/python",
+    ]
+    assert argv[8:] == ["--detached", "--fromSavepoint", "s3://b/sp", "--allowNonRestoredState"]
+
+
+@pytest.mark.parametrize("savepoint", [None, ""])
+def test_allow_non_restored_state_only_with_a_savepoint(savepoint: str | None) -> None:
+    argv = flinkrest.submit_argv(
+        FLINK,
+        "jobs.smoke",
+        cluster="c:8081",
+        python=PY,
+        from_savepoint=savepoint,
+        allow_non_restored_state=True,
+    )
+    assert "--allowNonRestoredState" not in argv
+    assert "--fromSavepoint" not in argv
+    assert len(argv) == 8
+
+
+def test_flink_bin() -> None:
+    assert flinkrest.flink_bin(Path("/p/pyflink")) == Path("/p/pyflink/bin/flink")
+
+
+FAILED_RUN = """\
+Job has been submitted with JobID 0123456789abcdef0123456789abcdef
+Traceback (most recent call last):
+  File "/work/main/jobs/smoke.py", line 48, in <module>
+    main()
+  File "/work/main/rtml/flinkjob.py", line 72, in run_statements
+    raise SqlFileError(
+rtml.sqlfiles.SqlFileError: sql/smoke/tables.sql:5: Object 'x' not found
+
+org.apache.flink.client.program.ProgramAbortException: java.lang.RuntimeException: Python exited
+\tat org.apache.flink.client.python.PythonDriver.main(PythonDriver.java:134)
+\tat java.base/jdk.internal.reflect.NativeMethodAccessorImpl.invoke0(Native Method)
+Caused by: java.lang.RuntimeException: Python process exits with code: 1
+        at org.apache.flink.client.python.PythonDriver.main(PythonDriver.java:124)
+        ... 13 more
+"""
+
+
+def test_explain_failure_keeps_python_traceback_and_drops_java_frames() -> None:
+    assert flinkrest.explain_failure(FAILED_RUN) == "\n".join(
+        [
+            "Traceback (most recent call last):",
+            '  File "/work/main/jobs/smoke.py", line 48, in <module>',
+            "    main()",
+            '  File "/work/main/rtml/flinkjob.py", line 72, in run_statements',
+            "    raise SqlFileError(",
+            "rtml.sqlfiles.SqlFileError: sql/smoke/tables.sql:5: Object 'x' not found",
+            "org.apache.flink.client.program.ProgramAbortException: "
+            "java.lang.RuntimeException: Python exited",
+            "Caused by: java.lang.RuntimeException: Python process exits with code: 1",
+        ]
+    )
+
+
+def test_explain_failure_limits_from_the_traceback_start() -> None:
+    output = "noise before\nTraceback (most recent call last):\n" + "".join(
+        f"line {i}\n" for i in range(100)
+    )
+    assert flinkrest.explain_failure(output, limit=3) == (
+        "Traceback (most recent call last):\nline 0\nline 1"
+    )
+
+
+def test_explain_failure_without_traceback_keeps_the_last_lines_without_frames() -> None:
+    output = "\n".join(
+        ["Starting job", "", "java.lang.IllegalStateException: no slots"]
+        + ["\tat org.apache.flink.Foo.bar(Foo.java:1)"] * 50
+        + ["Caused by: java.net.ConnectException: Connection refused", "\t... 7 more", ""]
+    )
+    assert flinkrest.explain_failure(output) == "\n".join(
+        [
+            "Starting job",
+            "java.lang.IllegalStateException: no slots",
+            "Caused by: java.net.ConnectException: Connection refused",
+        ]
+    )
+    assert flinkrest.explain_failure(output, limit=1) == (
+        "Caused by: java.net.ConnectException: Connection refused"
+    )
+
+
+def test_explain_failure_of_empty_output() -> None:
+    assert flinkrest.explain_failure("") == ""
+
+
+def test_submit_detached_returns_the_printed_job_id_and_marks_the_env() -> None:
+    job_id = "0123456789abcdef0123456789abcdef"
+    script = (
+        '[ "$RTML_TARGET" = cluster ] && [ "$RTML_DETACHED" = true ] && '
+        f'echo "Job has been submitted with JobID {job_id}"'
+    )
+    argv = ["sh", "-c", script]
+    assert flinkrest.submit(argv, ENV, detached=True) == job_id
+
+
+def test_submit_detached_failure_explains_itself() -> None:
+    argv = [
+        "sh",
+        "-c",
+        'printf "Traceback (most recent call last):\\nValueError: bad\\n'
+        '\\tat org.Foo.bar(Foo.java:1)\\n"; exit 3',
+    ]
+    with pytest.raises(FlinkError) as caught:
+        flinkrest.submit(argv, ENV, detached=True)
+    assert str(caught.value) == (
+        "`flink run` failed (exit 3):\nTraceback (most recent call last):\nValueError: bad"
+    )
+
+
+def test_submit_detached_without_job_id_is_an_error_even_on_exit_0() -> None:
+    with pytest.raises(FlinkError, match=r"^`flink run` failed \(exit 0\):\nsubmitted\?$"):
+        flinkrest.submit(["sh", "-c", "echo 'submitted?'"], ENV, detached=True)
