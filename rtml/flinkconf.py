@@ -81,10 +81,11 @@ def local_overrides(settings: StackSettings) -> dict[str, str]:
 
 
 def render(settings: StackSettings, pyflink_conf_dir: Path) -> Path:
-    """Write the stack's Flink conf dir: Flink's defaults, then `flink-conf/`, then local overrides.
+    """Write the stack's Flink conf dir: `flink-conf/config.yaml` plus the local overrides.
 
-    Flink's own log4j/logback files come from the PyFlink package unless `flink-conf/` has its own.
-    Returns the folder to use as FLINK_CONF_DIR.
+    The profile is complete on its own (Flink's built-in defaults fill the rest), so PyFlink's
+    sample config.yaml is not merged in; its log4j/logback files are copied unless `flink-conf/`
+    has its own. Returns the folder to use as FLINK_CONF_DIR.
     """
     target = settings.runtime / "flink-conf"
     target.mkdir(parents=True, exist_ok=True)

@@ -92,7 +92,12 @@ def spawn(
 def terminate(owned: Owned, *, grace_s: float = 30.0) -> None:
     """Stop the process group we started: SIGTERM, then SIGKILL after `grace_s`."""
     if not is_alive(owned):
-        _signal_group(owned.pid, signal.SIGKILL)  # children left behind by a killed leader
+        ticks = start_ticks(owned.pid)
+        # The leader is gone (or a zombie of ours): its group's leftovers are still ours, since
+        # Linux does not hand out a pid that is still some group's id. A pid that now belongs to
+        # another process (other start time) is not ours: no signal.
+        if ticks is None or ticks == owned.start_ticks:
+            _signal_group(owned.pid, signal.SIGKILL)
         return
     _signal_group(owned.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s

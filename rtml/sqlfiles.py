@@ -31,23 +31,30 @@ class Statement:
     line: int
 
 
-def _scan(text: str, source: Path) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-    """Find string literals and statement boundaries, skipping comments.
+Span = tuple[int, int]
 
-    Returns (literal spans, statement spans) as (start, end) character offsets.
+
+def _scan(text: str, source: Path) -> tuple[list[Span], list[Span], list[Span]]:
+    """Find string literals, comments and statement boundaries in one pass.
+
+    Returns (literal spans, comment spans, statement spans) as (start, end) character offsets.
     """
-    literals: list[tuple[int, int]] = []
-    statements: list[tuple[int, int]] = []
+    literals: list[Span] = []
+    comments: list[Span] = []
+    statements: list[Span] = []
     i, start, n = 0, 0, len(text)
     while i < n:
         char = text[i]
         if text.startswith("--", i):
             newline = text.find("\n", i)
-            i = n if newline < 0 else newline + 1
+            end = n if newline < 0 else newline + 1
+            comments.append((i, end))
+            i = end
         elif text.startswith("/*", i):
             close = text.find("*/", i + 2)
             if close < 0:
                 raise SqlFileError(f"{source}:{_line(text, i)}: unterminated /* comment")
+            comments.append((i, close + 2))
             i = close + 2
         elif char == "'":
             j = i + 1
@@ -72,7 +79,21 @@ def _scan(text: str, source: Path) -> tuple[list[tuple[int, int]], list[tuple[in
         else:
             i += 1
     statements.append((start, n))
-    return literals, statements
+    return literals, comments, statements
+
+
+def _code_start(text: str, lo: int, hi: int, comments: list[Span]) -> int | None:
+    """Where the code of statement span [lo, hi) begins, past blanks and comments; None if none."""
+    i = lo
+    while i < hi:
+        if text[i].isspace():
+            i += 1
+            continue
+        comment = next((end for begin, end in comments if begin == i), None)
+        if comment is None:
+            return i
+        i = comment
+    return None
 
 
 def _line(text: str, offset: int) -> int:
@@ -85,8 +106,19 @@ def _escape(value: object) -> str:
 
 def render(text: str, params: Mapping[str, object], source: Path) -> list[Statement]:
     """Split `text` into statements with placeholders filled from `params`."""
-    literals, spans = _scan(text, source)
+    literals, comments, spans = _scan(text, source)
+    for lo, hi in literals:
+        for opening in re.finditer(r"\$\{", text[lo:hi]):
+            offset = lo + opening.start()
+            if not _PLACEHOLDER.match(text, offset):
+                raise SqlFileError(
+                    f"{source}:{_line(text, offset)}: malformed placeholder "
+                    f"{text[offset : text.find('}', offset) + 1 or hi]!r}: use ${{name}} with "
+                    "letters, digits and underscores"
+                )
     for match in _PLACEHOLDER.finditer(text):
+        if any(begin <= match.start() < end for begin, end in comments):
+            continue  # a placeholder named in a comment is documentation, not a value
         offset = match.start()
         if not any(lo <= offset and match.end() <= hi for lo, hi in literals):
             raise SqlFileError(
@@ -100,20 +132,23 @@ def render(text: str, params: Mapping[str, object], source: Path) -> list[Statem
             )
     statements = []
     for lo, hi in spans:
-        chunk = text[lo:hi]
-        if not _has_code(chunk, source):
-            continue
-        filled = _PLACEHOLDER.sub(lambda m: _escape(params[m.group(1)]), chunk)
-        leading = len(chunk) - len(chunk.lstrip())
-        statements.append(Statement(filled.strip(), source, _line(text, lo + leading)))
+        begin = _code_start(text, lo, hi, comments)
+        if begin is None:
+            continue  # only blanks and comments
+        # Leading comments are dropped so a statement starts with its keyword (INSERT, CREATE ...).
+        filled = _fill(text, begin, hi, literals, params)
+        statements.append(Statement(filled.strip(), source, _line(text, begin)))
     return statements
 
 
-def _has_code(chunk: str, source: Path) -> bool:
-    """False for a chunk that holds only whitespace and comments."""
-    stripped = re.sub(r"--[^\n]*", "", chunk)
-    stripped = re.sub(r"/\*.*?\*/", "", stripped, flags=re.S)
-    return bool(stripped.strip())
+def _fill(text: str, lo: int, hi: int, literals: list[Span], params: Mapping[str, object]) -> str:
+    """text[lo:hi] with the placeholders inside string literals replaced by escaped values."""
+    parts, cursor = [], lo
+    for match in _PLACEHOLDER.finditer(text, lo, hi):
+        if any(begin <= match.start() < end for begin, end in literals):
+            parts += [text[cursor : match.start()], _escape(params[match.group(1)])]
+            cursor = match.end()
+    return "".join(parts) + text[cursor:hi]
 
 
 def load(relative: str, params: Mapping[str, object], sql_dir: Path = SQL_DIR) -> list[Statement]:

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -243,3 +244,51 @@ def test_stop_with_savepoint_and_resubmit_keeps_window_state(
         for job in (job_id, resumed_id):
             if job and rest.job(job)["state"] == "RUNNING":
                 rest.cancel(job)
+
+
+def test_runs_on_the_embedded_minicluster(
+    stack: Stack, stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = smoke_env(stack_env)
+    bootstrap = stack.settings.kafka_bootstrap
+    topic = env["RTML_SMOKE_INPUT_TOPIC"]
+    log = tmp_path / "job.log"
+    with log.open("w") as output_file:
+        job = subprocess.Popen(
+            [sys.executable, "-m", "jobs.smoke"], env=env, stdout=output_file,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        events = generate.smoke_events(2000, keys=5, start_ms=START_MS, seed=3)
+        # The job creates its topics when it starts; produce only then.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _topic_exists(bootstrap, topic):
+            assert job.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.5)
+        generate.produce(bootstrap, topic, generate.as_records(events))
+        flush_ts = START_MS + 60_000
+        flush(bootstrap, topic, flush_ts)
+        expected = expected_rows(events, flush_ts - 2_000)
+        output = read_committed(
+            bootstrap, env["RTML_SMOKE_OUTPUT_TOPIC"],
+            until=lambda rs: len(rs) >= sum(expected.values()), timeout_s=180, settle_s=5,
+        )  # fmt: skip
+        assert job.poll() is None, log.read_text()[-3000:]
+        assert Counter(count_rows(output)) == expected
+    finally:
+        os.killpg(job.pid, signal.SIGTERM)
+        try:
+            job.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+
+
+def _topic_exists(bootstrap: str, topic: str) -> bool:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        return topic in admin.list_topics()
+    finally:
+        admin.close()

@@ -226,17 +226,14 @@ def test_render_without_profile_fails_with_its_path(
         flinkconf.render(_settings(tmp_path, missing), fake_pyflink_conf)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (or stale docstring) rtml/flinkconf.py render: documented as 'Flink's defaults, "
-    "then flink-conf/, then local overrides', but PyFlink's conf/config.yaml is never read; only "
-    "its other files are copied, so a default key the profile does not repeat is lost",
-)
-def test_render_keeps_flink_defaults_the_profile_does_not_set(
+def test_render_writes_exactly_the_profile_and_the_overrides(
     tmp_path: Path, fake_pyflink_conf: Path, profile: Path
 ) -> None:
-    conf = _rendered(flinkconf.render(_settings(tmp_path, profile), fake_pyflink_conf))
-    assert conf.get("blob.server.port") == "6124"
+    """PyFlink's sample config.yaml is not merged in: the profile is complete on its own."""
+    settings = _settings(tmp_path, profile)
+    conf = _rendered(flinkconf.render(settings, fake_pyflink_conf))
+    assert "blob.server.port" not in conf  # only in the sample
+    assert conf == flinkconf.load(profile) | flinkconf.local_overrides(settings)
 
 
 # --- the checked-in profiles -------------------------------------------------------------------

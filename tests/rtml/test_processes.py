@@ -234,13 +234,6 @@ def test_reused_pid_is_not_alive(spawn: Spawner, tmp_path: Path) -> None:
     assert processes.is_alive(live)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG rtml/processes.py terminate: when is_alive() is False it sends SIGKILL to "
-    "process group `pid` unconditionally, so a stale pid file whose pid now belongs to "
-    "another group leader kills that stranger's group (the module promises reused pids are "
-    "never signalled)",
-)
 def test_terminate_with_stale_pid_file_leaves_the_new_owner_alone(spawn: Spawner) -> None:
     live = spawn(["sleep", "60"], name="stranger")  # a group leader, like any daemon
     stale = Owned(live.pid, live.start_ticks - 1, {})

@@ -69,8 +69,9 @@ def test_semicolons_and_quotes_in_comments_are_ignored() -> None:
         "SELECT 2 -- trailing; comment's quote\n"
         ";"
     )
+    # Leading comments are dropped (a statement starts with its keyword); inner ones are kept.
     assert texts(sql) == [
-        "-- don't split; here\nSELECT 1 /* nor; here, isn't it */ AS a",
+        "SELECT 1 /* nor; here, isn't it */ AS a",
         "SELECT 2 -- trailing; comment's quote",
     ]
 
@@ -91,7 +92,7 @@ def test_comment_only_chunks_are_skipped() -> None:
     sql = (
         "-- header\n\nSELECT 1;\n-- between\n/* block\n; still comment */\n;\nSELECT 2;\n-- tail\n"
     )
-    assert texts(sql) == ["-- header\n\nSELECT 1", "SELECT 2"]
+    assert texts(sql) == ["SELECT 1", "SELECT 2"]
 
 
 def test_statements_carry_source_and_start_line() -> None:
@@ -112,22 +113,10 @@ def test_line_of_a_statement_after_a_multiline_comment() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG rtml/sqlfiles.py _has_code: it strips `--` comments before /* */ ones, so a "
-    "comment-only chunk like `/* --- end --- */` keeps `/*` and is emitted as a statement "
-    "(Flink then fails on an empty statement)",
-)
 def test_block_comment_containing_dashes_is_still_comment_only() -> None:
     assert texts("SELECT 1;\n/* --- end --- */\n") == ["SELECT 1"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Statement.text keeps leading comments, and rtml/flinkjob.py run_statements "
-    "detects INSERTs with text.upper().startswith('INSERT'), so a commented INSERT is run by "
-    "execute_sql (a separate job) instead of joining the statement set",
-)
 def test_insert_with_leading_comment_joins_the_statement_set() -> None:
     class FakeStatementSet:
         def __init__(self) -> None:
@@ -204,7 +193,6 @@ def test_extra_params_are_allowed() -> None:
     [
         "SELECT 1;\nSELECT ${x}",  # bare
         "SELECT 1;\nSELECT `${x}`",  # in an identifier
-        "SELECT 1;\n-- ${x}\nSELECT 2",  # in a comment
         "SELECT 1;\nSELECT '${x}' || ${x}",  # one inside, one outside
     ],
 )
@@ -214,6 +202,17 @@ def test_placeholder_outside_a_literal_is_an_error_with_file_and_line(sql: str) 
     assert str(caught.value) == (
         "q.sql:2: placeholder ${x} must stand inside a quoted string literal"
     )
+
+
+def test_placeholder_in_a_comment_is_documentation_left_alone() -> None:
+    assert texts("-- fill ${x} here\nSELECT '${x}' /* or ${x} */", {"x": "v"}) == [
+        "SELECT 'v' /* or ${x} */"
+    ]
+
+
+def test_malformed_placeholder_in_a_literal_is_an_error() -> None:
+    with pytest.raises(SqlFileError, match=r"q.sql:2: malformed placeholder '\$\{input-topic\}'"):
+        sqlfiles.render("SELECT 1;\nSELECT '${input-topic}'", {}, SRC)
 
 
 def test_text_that_only_looks_like_a_split_placeholder_is_not_one() -> None:
