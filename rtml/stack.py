@@ -183,11 +183,17 @@ class Stack:
             raise
         return started
 
-    def down(self) -> list[str]:
-        """Stop every process rtml started for this stack; returns the names it stopped."""
+    def down(self, only: Iterable[str] | None = None) -> list[str]:
+        """Stop the processes rtml started (all, or `only`); returns the names it stopped."""
+        names = set(self.services) if only is None else set(only)
+        unknown = names - set(self.services)
+        if unknown:
+            raise StackError(
+                f"unknown service(s) {sorted(unknown)} (known: {', '.join(self.services)})"
+            )
         stopped = []
         for service in reversed(list(self.services.values())):
-            if self._stop(service):
+            if service.name in names and self._stop(service):
                 stopped.append(service.name)
         return stopped
 
