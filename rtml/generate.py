@@ -69,20 +69,21 @@ def produce(
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     sent = 0
     started = time.monotonic()
-    futures = []
+    failures: list[Exception] = []  # errbacks instead of kept futures: constant memory
     try:
         for record in records:
-            futures.append(
-                producer.send(topic, key=record.key, value=record.value, partition=record.partition)
+            future = producer.send(
+                topic, key=record.key, value=record.value, partition=record.partition
             )
+            future.add_errback(failures.append)
             sent += 1
             if rate:
                 ahead = sent / rate - (time.monotonic() - started)
                 if ahead > 0:
                     time.sleep(ahead)
         producer.flush()
-        for future in futures:
-            future.get(timeout=30)  # raise if any send failed: nothing is silently dropped
     finally:
         producer.close()
+    if failures:  # nothing is silently dropped
+        raise RuntimeError(f"{len(failures)} of {sent} records not sent to {topic}: {failures[0]}")
     return sent
