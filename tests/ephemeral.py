@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from rtml import processes
@@ -33,3 +35,13 @@ def settings_env(settings: StackSettings) -> dict[str, str]:
     env["RTML_RUNTIME_DIR"] = str(settings.runtime)
     env["RTML_HOME"] = str(settings.home)
     return env
+
+
+def run_rtml(
+    env: dict[str, str], *args: str, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """`rtml ARGS...` as a user runs it, with `env`; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "rtml.cli", *args],
+        env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip

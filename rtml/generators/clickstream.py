@@ -26,6 +26,7 @@ import math
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 TOPIC = "rtml.clickstream.events"
 DEFAULT_RATE = 10.0  # events per second of event time when `rate` is None
@@ -63,25 +64,9 @@ def key_of(event: Mapping[str, object]) -> str:
     return str(event["user_id"])
 
 
-def generate(
-    count: int,
-    *,
-    seed: int = 0,
-    start_ms: int,
-    rate: float | None = None,
-    session_gap_ms: int = DEFAULT_SESSION_GAP_MS,
-    bot_fraction: float = DEFAULT_BOT_FRACTION,
-    jitter_ms: int = 0,
-    users: int | None = None,
-    items: int = 2000,
-) -> list[dict[str, object]]:
-    """`count` clickstream events as a list; see `iter_events` for the arguments."""
-    return list(
-        iter_events(
-            count, seed=seed, start_ms=start_ms, rate=rate, session_gap_ms=session_gap_ms,
-            bot_fraction=bot_fraction, jitter_ms=jitter_ms, users=users, items=items,
-        )
-    )  # fmt: skip
+def generate(count: int, **options: Any) -> list[dict[str, object]]:
+    """`count` clickstream events as a list; `iter_events` names and explains the options."""
+    return list(iter_events(count, **options))
 
 
 def iter_events(

@@ -34,6 +34,7 @@ import math
 import random
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 TOPIC = "rtml.fraud.transactions"
 LABELS_TOPIC = "rtml.fraud.labels"
@@ -105,25 +106,9 @@ def key_of(event: Mapping[str, object]) -> str:
     return str(event["card_id"])
 
 
-def generate(
-    count: int,
-    *,
-    seed: int = 0,
-    start_ms: int,
-    rate: float | None = None,
-    fraud_fraction: float = DEFAULT_FRAUD_FRACTION,
-    jitter_ms: int = 0,
-    cards: int | None = None,
-    merchants: int | None = None,
-    attack_mix: Mapping[str, float] | None = None,
-) -> list[dict[str, object]]:
-    """`count` transactions as a list; see `iter_events` for the arguments."""
-    return list(
-        iter_events(
-            count, seed=seed, start_ms=start_ms, rate=rate, fraud_fraction=fraud_fraction,
-            jitter_ms=jitter_ms, cards=cards, merchants=merchants, attack_mix=attack_mix,
-        )
-    )  # fmt: skip
+def generate(count: int, **options: Any) -> list[dict[str, object]]:
+    """`count` transactions as a list; `iter_events` names and explains the options."""
+    return list(iter_events(count, **options))
 
 
 def iter_events(

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from ephemeral import run_rtml
 
 from rtml import generate
 from rtml.flinkrest import FlinkRest
@@ -42,10 +43,7 @@ def smoke_env(stack_env: dict[str, str]) -> dict[str, str]:
 
 
 def submit_smoke(env: dict[str, str], rest: FlinkRest) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "rtml.cli", "submit", "smoke", "--detached"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = run_rtml(env, "submit", "smoke", "--detached", timeout=300)
     assert result.returncode == 0, result.stderr
     job_id = result.stdout.strip().splitlines()[-1]
     rest.wait_for_state(job_id, {"RUNNING"}, timeout_s=120)
@@ -70,6 +68,18 @@ def expected_rows(events: list[dict[str, object]], fired_before_ms: int) -> Coun
         for (key, start), count in counts.items()
         if start + WINDOW_MS <= fired_before_ms
     )
+
+
+def committed_windows(
+    bootstrap: str, env: dict[str, str], expected: Counter, timeout_s: float, settle_s: float
+) -> Counter:
+    """The committed window results, read until as many as expected arrived (and a while more,
+    so duplicates would be seen too)."""
+    output = read_committed(
+        bootstrap, env["RTML_SMOKE_OUTPUT_TOPIC"],
+        until=lambda rs: len(rs) >= sum(expected.values()), timeout_s=timeout_s, settle_s=settle_s,
+    )  # fmt: skip
+    return Counter(count_rows(output))
 
 
 def flush(bootstrap: str, topic: str, ts_ms: int) -> None:
@@ -109,12 +119,9 @@ def test_counts_are_exact_and_bad_records_become_dead_letters(
         expected = expected_rows(events, flush_ts - 2_000)
         assert sum(expected.values()) == 15  # 5 keys x 3 windows: the test itself is sound
 
-        output = read_committed(
-            bootstrap, env["RTML_SMOKE_OUTPUT_TOPIC"],
-            until=lambda rs: len(rs) >= len(expected), timeout_s=120, settle_s=8,
-        )  # fmt: skip
-        assert Counter(count_rows(output)) == expected
-        assert sum(c for _, _, c in count_rows(output)) == len(events)
+        windows = committed_windows(bootstrap, env, expected, timeout_s=120, settle_s=8)
+        assert windows == expected
+        assert sum(count for _, _, count in windows) == len(events)
 
         # A late event: its window fired long ago, so it is dead-lettered, not silently dropped.
         late = json.dumps({"key": "k0", "ts": START_MS + 1}).encode()
@@ -184,12 +191,9 @@ def test_killed_taskmanager_loses_and_duplicates_no_window(
         expected = expected_rows(events, flush_ts - 2_000)
         # The first markers (one per partition) have their own window [START+30 s, START+40 s).
         expected[("_watermark", START_MS + 30_000, PARTITIONS)] += 1
-        output = read_committed(
-            bootstrap, env["RTML_SMOKE_OUTPUT_TOPIC"],
-            until=lambda rs: len(rs) >= sum(expected.values()), timeout_s=240, settle_s=10,
-        )  # fmt: skip
+        windows = committed_windows(bootstrap, env, expected, timeout_s=240, settle_s=10)
         recovered_s = time.monotonic() - killed_at
-        assert Counter(count_rows(output)) == expected, f"after {recovered_s:.0f} s"
+        assert windows == expected, f"after {recovered_s:.0f} s"
         assert rest.job(job_id)["state"] == "RUNNING"
         print(f"recovered and caught up {recovered_s:.1f} s after kill -9 of the TaskManager")
     finally:
@@ -213,21 +217,16 @@ def test_stop_with_savepoint_and_resubmit_keeps_window_state(
         generate.produce(bootstrap, topic, records[:2500])
         wait_for_checkpoint_after(rest, job_id, int(time.time() * 1000))
 
-        stop = subprocess.run(
-            [sys.executable, "-m", "rtml.cli", "jobs", "stop", job_id, "--savepoint"],
-            env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+        stop = run_rtml(env, "jobs", "stop", job_id, "--savepoint", timeout=300)
         assert stop.returncode == 0, stop.stderr
         savepoint = stop.stdout.strip().splitlines()[-1]
         assert savepoint.startswith("file:"), stop.stdout
         assert rest.wait_for_state(job_id, {"FINISHED"}, timeout_s=60) == "FINISHED"
 
         generate.produce(bootstrap, topic, records[2500:])
-        resubmit = subprocess.run(
-            [sys.executable, "-m", "rtml.cli", "submit", "smoke", "--detached",
-             "--from-savepoint", savepoint],
-            env=env, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+        resubmit = run_rtml(
+            env, "submit", "smoke", "--detached", "--from-savepoint", savepoint, timeout=300
+        )
         assert resubmit.returncode == 0, resubmit.stderr
         resumed_id = resubmit.stdout.strip().splitlines()[-1]
         rest.wait_for_state(resumed_id, {"RUNNING"}, timeout_s=120)
@@ -235,11 +234,8 @@ def test_stop_with_savepoint_and_resubmit_keeps_window_state(
         flush(bootstrap, topic, flush_ts)
 
         expected = expected_rows(events, flush_ts - 2_000)
-        output = read_committed(
-            bootstrap, env["RTML_SMOKE_OUTPUT_TOPIC"],
-            until=lambda rs: len(rs) >= sum(expected.values()), timeout_s=120, settle_s=8,
-        )  # fmt: skip
-        assert Counter(count_rows(output)) == expected
+        windows = committed_windows(bootstrap, env, expected, timeout_s=120, settle_s=8)
+        assert windows == expected
     finally:
         for job in (job_id, resumed_id):
             if job and rest.job(job)["state"] == "RUNNING":
@@ -269,12 +265,9 @@ def test_runs_on_the_embedded_minicluster(
         flush_ts = START_MS + 60_000
         flush(bootstrap, topic, flush_ts)
         expected = expected_rows(events, flush_ts - 2_000)
-        output = read_committed(
-            bootstrap, env["RTML_SMOKE_OUTPUT_TOPIC"],
-            until=lambda rs: len(rs) >= sum(expected.values()), timeout_s=180, settle_s=5,
-        )  # fmt: skip
+        windows = committed_windows(bootstrap, env, expected, timeout_s=180, settle_s=5)
         assert job.poll() is None, log.read_text()[-3000:]
-        assert Counter(count_rows(output)) == expected
+        assert windows == expected
     finally:
         os.killpg(job.pid, signal.SIGTERM)
         try:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from ephemeral import ephemeral_stack_settings, settings_env
+from ephemeral import ephemeral_stack_settings, run_rtml, settings_env
 
 from rtml import processes
 from rtml.settings import PROJECT_ROOT
@@ -19,31 +17,24 @@ from rtml.stack import Stack, StackError
 pytestmark = pytest.mark.integration
 
 
-def rtml(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rtml.cli", *args],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-
-
 def test_up_is_idempotent_and_down_leaves_no_process(tmp_path: Path) -> None:
     settings = ephemeral_stack_settings(tmp_path / "stack")
     env = {**os.environ, **settings_env(settings)}
     stack = Stack(settings)
     try:
-        first = rtml(env, "stack", "up")
+        first = run_rtml(env, "stack", "up")
         assert first.returncode == 0, first.stderr
         assert "started: kafka, redis, model-server, flink-jobmanager, flink-taskmanager" in (
             first.stdout
         )
         pids = {name: stack.owned(name).pid for name in stack.services}  # type: ignore[union-attr]
 
-        again = rtml(env, "stack", "up")
+        again = run_rtml(env, "stack", "up")
         assert again.returncode == 0, again.stderr
         assert "started: nothing (all running)" in again.stdout
         assert {name: stack.owned(name).pid for name in stack.services} == pids  # type: ignore[union-attr]
 
-        status = rtml(env, "stack", "status")
+        status = run_rtml(env, "stack", "status")
         assert status.returncode == 0, status.stdout
         for name, pid in pids.items():
             assert any(
@@ -51,7 +42,7 @@ def test_up_is_idempotent_and_down_leaves_no_process(tmp_path: Path) -> None:
                 for line in status.stdout.splitlines()
             ), status.stdout
     finally:
-        down = rtml(env, "stack", "down")
+        down = run_rtml(env, "stack", "down")
     assert down.returncode == 0, down.stderr
     assert processes.mentioning(str(settings.runtime)) == []
     for pid in pids.values():
@@ -59,7 +50,7 @@ def test_up_is_idempotent_and_down_leaves_no_process(tmp_path: Path) -> None:
     for port in (settings.kafka_port, settings.redis_port, settings.flink_rest_port,
                  settings.model_http_port):  # fmt: skip
         assert not processes.port_in_use(port)
-    stopped = rtml(env, "stack", "status")
+    stopped = run_rtml(env, "stack", "status")
     assert stopped.returncode == 3  # not healthy: stopped
     assert stopped.stdout.count(" stopped ") == len(stack.services)
 
