@@ -12,7 +12,9 @@ PYTEST_ARGS ?=
 
 .PHONY: setup system-packages jars demo test unit lint up down status clean distclean
 
-setup: system-packages $(VENV)/.installed .rtml/jars/.resolved $(MLSERVER_VENV)/.installed
+UDFS_JAR := .rtml/jars/flink/rtml-udfs.jar
+
+setup: system-packages $(VENV)/.installed .rtml/jars/.resolved $(UDFS_JAR) $(MLSERVER_VENV)/.installed
 
 # Java 17+, Maven and redis-server, from Debian's packages when missing.
 system-packages:
@@ -31,6 +33,11 @@ jars: .rtml/jars/.resolved
 	mvn -q -B -P flink dependency:copy-dependencies
 	mvn -q -B -P kafka dependency:copy-dependencies
 	touch $@
+
+# rtml's Java UDFs (per-event sliding windows), shipped with every job like the connector.
+$(UDFS_JAR): .rtml/jars/.resolved udfs/java/pom.xml $(shell find udfs/java/src -name '*.java')
+	mvn -q -B -f udfs/java/pom.xml package
+	cp udfs/java/target/rtml-udfs.jar $@
 
 # The model server gets its own venv: MLServer's dependencies do not fit beside PyFlink's.
 $(MLSERVER_VENV)/.installed: requirements/mlserver.txt
@@ -66,4 +73,4 @@ clean:
 	rm -rf .rtml/stack .rtml/local
 
 distclean: clean
-	rm -rf .rtml $(VENV)
+	rm -rf .rtml $(VENV) udfs/java/target

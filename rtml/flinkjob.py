@@ -9,10 +9,10 @@ from pyflink.common import Configuration
 from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment, TableResult
 
-from rtml import flinkconf
+from rtml import flinkconf, sqlfiles
 from rtml.settings import JobSettings, StackSettings
 from rtml.sqlfiles import SqlFileError, Statement
-from rtml.versions import FLINK_KAFKA_CONNECTOR_JAR
+from rtml.versions import FLINK_KAFKA_CONNECTOR_JAR, UDFS_JAR
 
 
 def job_configuration(settings: JobSettings, job_name: str) -> dict[str, str]:
@@ -22,12 +22,13 @@ def job_configuration(settings: JobSettings, job_name: str) -> dict[str, str]:
     only names itself and its jars. On the embedded MiniCluster the job brings the project profile
     from flink-conf/ and keeps its checkpoints under .rtml/local/.
     """
-    jar = settings.jars_dir / "flink" / FLINK_KAFKA_CONNECTOR_JAR
-    if not jar.is_file():
-        raise FileNotFoundError(f"{jar} is missing: run `make jars`")
+    jars = [settings.jars_dir / "flink" / name for name in (FLINK_KAFKA_CONNECTOR_JAR, UDFS_JAR)]
+    for jar in jars:
+        if not jar.is_file():
+            raise FileNotFoundError(f"{jar} is missing: run `make setup`")
     conf = {
         "pipeline.name": job_name,
-        "pipeline.jars": jar.resolve().as_uri(),
+        "pipeline.jars": ";".join(jar.resolve().as_uri() for jar in jars),
         "parallelism.default": str(settings.parallelism),
         "table.local-time-zone": "UTC",
     }
@@ -45,12 +46,15 @@ def job_configuration(settings: JobSettings, job_name: str) -> dict[str, str]:
 
 
 def table_environment(settings: JobSettings, job_name: str) -> StreamTableEnvironment:
-    """A streaming table environment configured by `job_configuration`."""
+    """A streaming table environment configured by `job_configuration`, rtml's functions known."""
     config = Configuration()
     for key, value in job_configuration(settings, job_name).items():
         config.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(config)
-    return StreamTableEnvironment.create(env)
+    t_env = StreamTableEnvironment.create(env)
+    for statement in sqlfiles.load("functions.sql", {}):
+        t_env.execute_sql(statement.text)
+    return t_env
 
 
 def run_statements(

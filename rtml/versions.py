@@ -7,3 +7,4 @@ FLINK = "2.2.1"
 FLINK_KAFKA_CONNECTOR = "5.0.0-2.2"
 KAFKA = "4.2.1"
 FLINK_KAFKA_CONNECTOR_JAR = f"flink-sql-connector-kafka-{FLINK_KAFKA_CONNECTOR}.jar"
+UDFS_JAR = "rtml-udfs.jar"  # built from udfs/java by `make setup`

@@ -1,0 +1,1 @@
+"""Benchmarks: figures (throughput, latency, recovery) written as JSON, never asserted in tests."""

@@ -1,0 +1,139 @@
+"""Per-event sliding windows: Flink's OVER ... RANGE against rtml's SLIDING_WINDOW_FEATURES.
+
+    .venv/bin/python -m bench.windows [--out bench/results/windows.json]
+
+Each variant runs twice in a fresh embedded MiniCluster (RocksDB, parallelism 1) on generated events
+(1000 per second of event time, datagen, no Kafka), at a small and a large event count; the marginal
+rate between the two runs leaves out start-up and planning. "sparse" spreads events over many keys
+(a few dozen events per key in a 5 min window), "busy" over 10 keys (thousands per key), as a card
+under attack or a popular merchant. Compare the ratios, not the absolute figures: this machine is
+shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rtml.settings import JobSettings
+from rtml.versions import UDFS_JAR
+
+RUN = r"""
+import sys, time
+from pyflink.common import Configuration
+from pyflink.table import EnvironmentSettings, TableEnvironment
+events, keys, query, jar = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+conf = Configuration()
+for key, value in {"state.backend.type": "rocksdb", "parallelism.default": "1",
+                   "table.local-time-zone": "UTC", "pipeline.jars": jar}.items():
+    conf.set_string(key, value)
+env = TableEnvironment.create(
+    EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf).build())
+env.execute_sql("CREATE TEMPORARY SYSTEM FUNCTION SLIDING_WINDOW_FEATURES AS "
+                "'dev.rtml.udfs.SlidingWindowFeatures' LANGUAGE JAVA")
+env.execute_sql(f'''CREATE TABLE events (
+  seq BIGINT, k AS seq % {keys}, amount AS CAST(seq % 997 AS DOUBLE) / 10,
+  merchant AS CAST(seq % 101 AS STRING),
+  event_time AS TO_TIMESTAMP_LTZ(1763700000000 + seq, 3),
+  WATERMARK FOR event_time AS event_time - INTERVAL '1' SECOND
+) WITH ('connector' = 'datagen', 'number-of-rows' = '{events}', 'rows-per-second' = '1000000000',
+  'fields.seq.kind' = 'sequence', 'fields.seq.start' = '0', 'fields.seq.end' = '{events - 1}')''')
+env.execute_sql(
+    "CREATE TABLE results (k BIGINT, c BIGINT, s DOUBLE) WITH ('connector' = 'blackhole')")
+started = time.perf_counter()
+env.execute_sql("INSERT INTO results " + query).wait()
+print(time.perf_counter() - started)
+"""
+
+OVER_5_MIN = """SELECT k, COUNT(*) OVER w, SUM(amount) OVER w FROM events WINDOW w AS (
+  PARTITION BY k ORDER BY event_time RANGE BETWEEN INTERVAL '5' MINUTE PRECEDING AND CURRENT ROW)"""
+
+
+def ptf(windows: str) -> str:
+    return f"""SELECT k, counts[1], sums[1] FROM SLIDING_WINDOW_FEATURES(
+  input => TABLE events PARTITION BY k, value_column => 'amount', item_column => 'merchant',
+  windows => '{windows}', on_time => DESCRIPTOR(event_time))"""
+
+
+PASS_THROUGH = "SELECT k, seq, amount FROM events"
+
+VARIANTS = {
+    "source_only": PASS_THROUGH,
+    "over_range_5min": OVER_5_MIN,
+    "sliding_window_features_5min": ptf("5 min"),
+    "sliding_window_features_1m_5m_1h_24h": ptf("1 min, 5 min, 1 h, 24 h"),
+}
+SCENARIOS = {"sparse": 5_000, "busy": 10}  # keys
+
+
+def run_once(events: int, keys: int, query: str, jar: str) -> float:
+    result = subprocess.run(
+        [sys.executable, "-c", RUN, str(events), str(keys), query, jar],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def measure(events: int, keys: int, query: str, jar: str) -> dict[str, float]:
+    small = max(events // 10, 1000)
+    t_small = run_once(small, keys, query, jar)
+    t_large = run_once(events, keys, query, jar)
+    return {
+        "events": events,
+        "seconds": round(t_large, 2),
+        "events_per_s_marginal": round((events - small) / max(t_large - t_small, 1e-6)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench/results/windows.json"))
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument(
+        "--over-busy-events", type=int, default=30_000,
+        help="OVER on busy keys is slow: fewer events keep the run short",
+    )  # fmt: skip
+    args = parser.parse_args()
+    jar = (JobSettings().jars_dir / "flink" / UDFS_JAR).resolve()
+    if not jar.is_file():
+        sys.exit(f"{jar} is missing: run `make setup`")
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for scenario, keys in SCENARIOS.items():
+        results[scenario] = {}
+        for name, query in VARIANTS.items():
+            events = (
+                args.over_busy_events
+                if (name, scenario) == ("over_range_5min", "busy")
+                else args.events
+            )
+            results[scenario][name] = measure(events, keys, query, jar.as_uri())
+            print(scenario, name, results[scenario][name], flush=True)
+    ratios = {
+        scenario: round(
+            rows["sliding_window_features_5min"]["events_per_s_marginal"]
+            / rows["over_range_5min"]["events_per_s_marginal"],
+            2,
+        )  # fmt: skip
+        for scenario, rows in results.items()
+    }
+    report = {
+        "benchmark": "per-event sliding windows",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "events_per_second_of_event_time": 1000,
+        "keys": SCENARIOS,
+        "results": results,
+        "sliding_window_features_vs_over_range_5min": ratios,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report["sliding_window_features_vs_over_range_5min"]))
+
+
+if __name__ == "__main__":
+    main()
