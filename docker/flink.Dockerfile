@@ -6,26 +6,31 @@
 
 ARG FLINK_IMAGE=flink:2.2.1-scala_2.12-java17
 ARG UV_VERSION=0.13.8
+ARG MAVEN_IMAGE=maven:3.9-eclipse-temurin-17
 
 # uv is only used to obtain a CPython 3.11 build (see below).
 FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
+
+# The jars come from the repository's own Maven files, as on the local stack: the Kafka connector
+# pinned in pom.xml (profile "flink") and rtml's Java UDFs built from udfs/java.
+FROM ${MAVEN_IMAGE} AS jars
+WORKDIR /src
+COPY pom.xml ./
+COPY udfs/java/ ./udfs/java/
+RUN mvn -q -B -P flink dependency:copy-dependencies \
+ && mvn -q -B -f udfs/java/pom.xml package \
+ && cp udfs/java/target/rtml-udfs.jar .rtml/jars/flink/
 
 FROM ${FLINK_IMAGE}
 
 ARG PYTHON_VERSION=3.11
 ARG PYFLINK_VERSION=2.2.1
-ARG KAFKA_CONNECTOR_VERSION=5.0.0-2.2
-# sha256 of flink-sql-connector-kafka-5.0.0-2.2.jar as served by Maven Central
-# (its published .sha1 is 7bf2ded1144cb8aece05adcaccbc81b2ac3ef339). Pass an
-# empty value together with another KAFKA_CONNECTOR_VERSION to skip the check.
-ARG KAFKA_CONNECTOR_SHA256=5605c691d11a501382c383fecba37a7a552467da5ab7ba904ef5d6f3d62c5616
-ARG MAVEN_REPO
 
 # The Flink 2.x image runs as the unprivileged "flink" user; installing needs root.
 USER root
 
-# curl: fetches the connector below, and is what the compose healthchecks call,
-# so they do not depend on what the base image happens to ship.
+# curl: what the compose healthchecks call, so they do not depend on what the base
+# image happens to ship.
 RUN set -eux; \
     apt-get update; \
     apt-get install -y --no-install-recommends ca-certificates curl; \
@@ -52,18 +57,11 @@ ENV VIRTUAL_ENV=/opt/rtml-venv \
 
 RUN pip install --no-cache-dir "apache-flink==${PYFLINK_VERSION}"
 
-# Kafka connector into lib/, not usrlib/: lib/ is on the classpath of every
-# JobManager and TaskManager of this *session* cluster, so any job submitted to it
-# (PyFlink DataStream, Table API or SQL) finds the connector without pipeline.jars.
+# Kafka connector and rtml's UDFs into lib/, not usrlib/: lib/ is on the classpath of
+# every JobManager and TaskManager of this *session* cluster, so any job submitted to it
+# (PyFlink DataStream, Table API or SQL) finds them without pipeline.jars.
 # usrlib/ is only read by application-mode clusters (standalone-job), for their job.
-RUN set -eux; \
-    jar="flink-sql-connector-kafka-${KAFKA_CONNECTOR_VERSION}.jar"; \
-    curl -fsSL -o "${FLINK_HOME}/lib/${jar}" \
-        "${MAVEN_REPO}/org/apache/flink/flink-sql-connector-kafka/${KAFKA_CONNECTOR_VERSION}/${jar}"; \
-    if [ -n "${KAFKA_CONNECTOR_SHA256}" ]; then \
-        echo "${KAFKA_CONNECTOR_SHA256}  ${FLINK_HOME}/lib/${jar}" | sha256sum -c -; \
-    fi; \
-    chown flink:flink "${FLINK_HOME}/lib/${jar}"
+COPY --from=jars --chown=flink:flink /src/.rtml/jars/flink/ ${FLINK_HOME}/lib/
 
 # Checkpoint and savepoint directories on the volume shared by JobManager and
 # TaskManager. Created here, owned by "flink", because Docker seeds a new named
