@@ -448,6 +448,7 @@ class Stack:
             **self._java_env(),
             "FLINK_HOME": str(PYFLINK_HOME),
             "FLINK_CONF_DIR": str(self.settings.runtime / "flink-conf"),
+            "FLINK_LIB_DIR": str(self.settings.runtime / "flink-lib"),
             "FLINK_LOG_DIR": str(self.settings.logs_dir),
             "FLINK_PID_DIR": str(self.settings.pids_dir / "flink"),
             "PYFLINK_CLIENT_EXECUTABLE": str(self.settings.python),
@@ -469,6 +470,7 @@ class Stack:
 
         def prepare() -> None:
             flinkconf.render(s, PYFLINK_HOME / "conf")
+            link_flink_lib(s.runtime / "flink-lib")
             for folder in ("checkpoints", "savepoints", "flink-tmp"):
                 (s.runtime / folder).mkdir(parents=True, exist_ok=True)
 
@@ -515,6 +517,25 @@ class Stack:
             ready=ready,
             depends_on=("flink-jobmanager",),
         )
+
+
+def link_flink_lib(target: Path) -> Path:
+    """The cluster's lib/: PyFlink's lib/ plus flink-python from its opt/.
+
+    The pip package keeps flink-python in opt/, where only clients look; a session cluster needs
+    it in lib/ to run jobs with Python functions (their operators are its classes). Links, so the
+    venv itself stays as pip installed it.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    jars = [
+        *(PYFLINK_HOME / "lib").glob("*.jar"),
+        *(PYFLINK_HOME / "opt").glob("flink-python-*.jar"),
+    ]
+    for stale in target.glob("*.jar"):
+        stale.unlink()
+    for jar in jars:
+        (target / jar.name).symlink_to(jar)
+    return target
 
 
 def _safe(probe: Callable[[processes.Owned], bool], owned: processes.Owned) -> bool:
