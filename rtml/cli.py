@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     cluster_help = f"Flink REST address HOST:PORT (default {default_cluster}, the local stack)"
 
     submit = commands.add_parser("submit", help="submit a job to a Flink session cluster")
-    submit.add_argument("job", help="job name under jobs/ (e.g. smoke)")
+    submit.add_argument("job", help="job name under jobs/ (e.g. smoke, features)")
+    submit.add_argument(
+        "job_args", nargs="*", metavar="ARG", help="the job's own arguments (features: FEATURESET)"
+    )
     submit.add_argument("--cluster", default=default_cluster, help=cluster_help)
     submit.add_argument("--from-savepoint", metavar="PATH", help="restore state from a savepoint")
     submit.add_argument(
@@ -173,6 +176,7 @@ def _submit(args: argparse.Namespace) -> int:
         from_savepoint=args.from_savepoint,
         allow_non_restored_state=args.allow_non_restored_state,
         detached=args.detached,
+        job_args=args.job_args,
     )
     job_id = flinkrest.submit(argv, env, detached=args.detached)
     if job_id:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from pyflink.common import Configuration
 from pyflink.datastream import StreamExecutionEnvironment
-from pyflink.table import StreamTableEnvironment, TableResult
+from pyflink.table import StatementSet, StreamTableEnvironment, TableResult
 
 from rtml import flinkconf, sqlfiles
 from rtml.settings import JobSettings, StackSettings
@@ -57,39 +57,46 @@ def table_environment(settings: JobSettings, job_name: str) -> StreamTableEnviro
     return t_env
 
 
-def run_statements(
-    t_env: StreamTableEnvironment, statements: Iterable[Statement], *, detached: bool
-) -> TableResult:
-    """Run DDL at once and submit all INSERTs as one job; wait for it unless `detached`."""
-    statement_set = t_env.create_statement_set()
-    inserts = 0
-    statements_seen = list(statements)
-    for statement in statements_seen:
+def statement_set(t_env: StreamTableEnvironment, statements: Iterable[Statement]) -> StatementSet:
+    """Run the DDL among `statements` at once; collect their INSERTs into one statement set."""
+    inserts = t_env.create_statement_set()
+    for statement in statements:
         try:
             if statement.text.upper().startswith("INSERT"):
-                statement_set.add_insert_sql(statement.text)
-                inserts += 1
+                inserts.add_insert_sql(statement.text)
             else:
                 t_env.execute_sql(statement.text)
         except Exception as error:  # noqa: BLE001 - Py4J wraps the planner's errors; add the place
             raise SqlFileError(
                 f"{statement.source}:{statement.line}: {_first_line(error)}"
             ) from error
-    if inserts == 0:
-        raise SqlFileError("no INSERT statement: the job would do nothing")
+    return inserts
+
+
+def execute(inserts: StatementSet, *, detached: bool, sources: Iterable[str] = ()) -> TableResult:
+    """Submit the statement set as one job; wait for it unless `detached`."""
     try:
-        result = statement_set.execute()
+        result = inserts.execute()
     except Exception as error:  # noqa: BLE001 - the planner's message is the useful part
-        sources = sorted({str(s.source) for s in statements_seen})
-        raise SqlFileError(
-            f"{', '.join(sources)}: the job cannot be planned: {_first_line(error)}"
-        ) from error
+        where = ", ".join(sorted(set(sources))) or "the job"
+        raise SqlFileError(f"{where}: the job cannot be planned: {_first_line(error)}") from error
     job_client = result.get_job_client()
     if job_client is not None:
         print(f"rtml: submitted job {job_client.get_job_id()}", flush=True)
     if not detached:
         result.wait()
     return result
+
+
+def run_statements(
+    t_env: StreamTableEnvironment, statements: Iterable[Statement], *, detached: bool
+) -> TableResult:
+    """Run DDL at once and submit all INSERTs as one job; wait for it unless `detached`."""
+    statements = list(statements)
+    if not any(s.text.upper().startswith("INSERT") for s in statements):
+        raise SqlFileError("no INSERT statement: the job would do nothing")
+    inserts = statement_set(t_env, statements)
+    return execute(inserts, detached=detached, sources=[str(s.source) for s in statements])
 
 
 def _first_line(error: Exception) -> str:

@@ -51,8 +51,9 @@ def submit_argv(
     from_savepoint: str | None = None,
     allow_non_restored_state: bool = False,
     detached: bool = False,
+    job_args: list[str] | None = None,
 ) -> list[str]:
-    """The `flink run` command line for a PyFlink job module (pure)."""
+    """The `flink run` command line for a PyFlink job module and its arguments (pure)."""
     argv = [str(flink_bin), "run", "-m", cluster, "-pym", module, "-pyclientexec", str(python)]
     if detached:
         argv.append("--detached")
@@ -60,7 +61,7 @@ def submit_argv(
         argv += ["--fromSavepoint", from_savepoint]
         if allow_non_restored_state:
             argv.append("--allowNonRestoredState")
-    return argv
+    return argv + list(job_args or [])
 
 
 def submit(argv: list[str], env: dict[str, str], *, detached: bool) -> str | None:

@@ -122,6 +122,25 @@ class JobSettings(BaseSettings):
         return self
 
 
+class FeatureJobSettings(JobSettings):
+    """Feature jobs: where the online store is, and how their Kafka ids are named."""
+
+    redis_port: int = 6379
+    redis_url: str = Field("", description="online store (default: the local stack's Redis)")
+    features_dir: Path = Field(
+        PROJECT_ROOT / "sql" / "features", description="where feature set definitions live"
+    )
+    features_id_prefix: str = Field(
+        "rtml-features", description="consumer group and transactional id prefix of feature jobs"
+    )
+
+    @model_validator(mode="after")
+    def _local_redis_by_default(self) -> FeatureJobSettings:
+        if not self.redis_url:
+            object.__setattr__(self, "redis_url", f"redis://{LOOPBACK}:{self.redis_port}/0")
+        return self
+
+
 class SmokeJobSettings(JobSettings):
     """The smoke job: counts events per key per tumbling window."""
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from jobs.smoke import sql_params
-from rtml import flinkjob, sqlfiles
-from rtml.settings import SmokeJobSettings
+from rtml import featuresets, flinkjob, sqlfiles
+from rtml.settings import FeatureJobSettings, SmokeJobSettings
 from rtml.sqlfiles import SqlFileError, Statement
 
 SRC = Path("q.sql")
@@ -276,12 +276,22 @@ def test_there_are_sql_files() -> None:
     assert Path("smoke/pipeline.sql") in REAL_FILES
 
 
+def real_params(relative: Path) -> dict[str, object]:
+    """The values the job that owns `relative` fills its placeholders with."""
+    if relative.parts[0] == "sources":
+        from jobs.features import source_params
+
+        definition = featuresets.load("fraud_card")
+        assert definition.source.sql == sqlfiles.SQL_DIR / relative
+        return source_params(definition, FeatureJobSettings())
+    return sql_params(SmokeJobSettings())
+
+
 @pytest.mark.parametrize("relative", REAL_FILES, ids=str)
 def test_real_sql_file_renders_without_leftover_placeholders(relative: Path) -> None:
-    settings = SmokeJobSettings()
-    statements = sqlfiles.load(str(relative), sql_params(settings))
+    params = real_params(relative)
+    statements = sqlfiles.load(str(relative), params)
     assert statements
-    params = sql_params(settings)
     source_lines = (sqlfiles.SQL_DIR / relative).read_text().splitlines()
     for statement in statements:
         where = f"{statement.source}:{statement.line}"
