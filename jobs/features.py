@@ -80,7 +80,8 @@ def main(argv: list[str]) -> None:
         source_params(definition, settings),
         definition.source.sql,
     )
-    statement_set = flinkjob.statement_set(t_env, source)  # tables, views, dead letters
+    dead_letters = sqlfiles.load("common/dead_letters.sql", source_params(definition, settings))
+    statement_set = flinkjob.statement_set(t_env, source + dead_letters)  # tables, views
     (query,) = sqlfiles.render(definition.query.read_text(), {}, definition.query)
     features = t_env.sql_query(query.text)
 

@@ -14,6 +14,7 @@ from rtml import flinkjob, kafka_admin, sqlfiles
 from rtml.settings import SmokeJobSettings
 
 JOB_NAME = "rtml-smoke"
+SQL_FILES = ("smoke/tables.sql", "smoke/pipeline.sql", "common/dead_letters.sql")
 
 
 def sql_params(settings: SmokeJobSettings) -> dict[str, object]:
@@ -43,9 +44,7 @@ def main() -> None:
         },
     )
     params = sql_params(settings)
-    statements = sqlfiles.load("smoke/tables.sql", params) + sqlfiles.load(
-        "smoke/pipeline.sql", params
-    )
+    statements = [s for name in SQL_FILES for s in sqlfiles.load(name, params)]
     t_env = flinkjob.table_environment(settings, JOB_NAME)
     flinkjob.run_statements(t_env, statements, detached=settings.detached)
 

@@ -1,6 +1,6 @@
--- Every event is either counted or dead-lettered, never both and never neither:
--- both paths read the same `reason` column.
-CREATE TEMPORARY VIEW smoke_classified AS
+-- Every event is either counted or dead-lettered (sql/common/dead_letters.sql), never both and
+-- never neither: both paths read the same `reason` column.
+CREATE TEMPORARY VIEW classified AS
 SELECT
   record_key,
   payload,
@@ -20,7 +20,7 @@ SELECT
 FROM smoke_events;
 
 CREATE TEMPORARY VIEW smoke_valid AS
-SELECT event_key, event_time FROM smoke_classified WHERE reason IS NULL;
+SELECT event_key, event_time FROM classified WHERE reason IS NULL;
 
 INSERT INTO smoke_counts
 SELECT event_key, window_start, window_end, COUNT(*) AS event_count
@@ -28,16 +28,3 @@ FROM TABLE(
   TUMBLE(TABLE smoke_valid, DESCRIPTOR(event_time), INTERVAL '${window_seconds}' SECOND)
 )
 GROUP BY event_key, window_start, window_end;
-
-INSERT INTO smoke_dead_letters
-SELECT
-  record_key,
-  payload,
-  MAP[
-    'rtml.reason', CAST(reason AS BYTES),
-    'rtml.source.topic', CAST(source_topic AS BYTES),
-    'rtml.source.partition', CAST(CAST(source_partition AS STRING) AS BYTES),
-    'rtml.source.offset', CAST(CAST(source_offset AS STRING) AS BYTES)
-  ]
-FROM smoke_classified
-WHERE reason IS NOT NULL;

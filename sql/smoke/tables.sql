@@ -45,22 +45,3 @@ CREATE TABLE smoke_counts (
   -- Must stay within the broker's transaction.max.timeout.ms (1 h on rtml's broker).
   'properties.transaction.timeout.ms' = '${transaction_timeout_ms}'
 );
-
--- Dead letters keep the original bytes as the record value; why and where from go in headers
--- (the convention of Kafka Connect's dead-letter queues), readable by any consumer.
-CREATE TABLE smoke_dead_letters (
-  record_key BYTES,
-  payload BYTES,
-  headers MAP<STRING, BYTES> METADATA
-) WITH (
-  'connector' = 'kafka',
-  'topic' = '${dead_letter_topic}',
-  'properties.bootstrap.servers' = '${bootstrap}',
-  'key.format' = 'raw',
-  'key.fields' = 'record_key',
-  'value.format' = 'raw',
-  'value.fields-include' = 'EXCEPT_KEY',
-  'sink.delivery-guarantee' = 'exactly-once',
-  'sink.transactional-id-prefix' = '${transactional_id_prefix}-dead-letters',
-  'properties.transaction.timeout.ms' = '${transaction_timeout_ms}'
-);

@@ -24,25 +24,9 @@ CREATE TABLE fraud_transactions_raw (
   'value.fields-include' = 'EXCEPT_KEY'
 );
 
-CREATE TABLE fraud_transactions_dead_letters (
-  record_key BYTES,
-  payload BYTES,
-  headers MAP<STRING, BYTES> METADATA
-) WITH (
-  'connector' = 'kafka',
-  'topic' = '${dead_letter_topic}',
-  'properties.bootstrap.servers' = '${bootstrap}',
-  'key.format' = 'raw',
-  'key.fields' = 'record_key',
-  'value.format' = 'raw',
-  'value.fields-include' = 'EXCEPT_KEY',
-  'sink.delivery-guarantee' = 'exactly-once',
-  'sink.transactional-id-prefix' = '${transactional_id_prefix}-dead-letters',
-  'properties.transaction.timeout.ms' = '${transaction_timeout_ms}'
-);
-
--- Every record is either a valid transaction or a dead letter with its reason, never both.
-CREATE TEMPORARY VIEW fraud_transactions_classified AS
+-- Every record is either a valid transaction or a dead letter with its reason, never both
+-- (dead letters: sql/common/dead_letters.sql reads this view).
+CREATE TEMPORARY VIEW classified AS
 SELECT
   record_key,
   payload,
@@ -72,18 +56,5 @@ FROM (SELECT *, CAST(payload AS STRING) AS body FROM fraud_transactions_raw);
 
 CREATE TEMPORARY VIEW fraud_transactions AS
 SELECT event_id, card_id, merchant_id, amount, country, device_id, ip, ts, event_time
-FROM fraud_transactions_classified
+FROM classified
 WHERE reason IS NULL;
-
-INSERT INTO fraud_transactions_dead_letters
-SELECT
-  record_key,
-  payload,
-  MAP[
-    'rtml.reason', CAST(reason AS BYTES),
-    'rtml.source.topic', CAST(source_topic AS BYTES),
-    'rtml.source.partition', CAST(CAST(source_partition AS STRING) AS BYTES),
-    'rtml.source.offset', CAST(CAST(source_offset AS STRING) AS BYTES)
-  ]
-FROM fraud_transactions_classified
-WHERE reason IS NOT NULL;

@@ -7,14 +7,16 @@ import re
 from jobs.features import source_params
 from rtml import featuresets
 from rtml.settings import FeatureJobSettings
+from rtml.sqlfiles import SQL_DIR
 
 PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 
 
 def test_source_params_fill_exactly_the_placeholders_of_the_source_sql() -> None:
     definition = featuresets.load("fraud_card")
+    loaded = (definition.source.sql, SQL_DIR / "common" / "dead_letters.sql")
     code = "\n".join(
-        line for line in definition.source.sql.read_text().splitlines()
+        line for path in loaded for line in path.read_text().splitlines()
         if not line.lstrip().startswith("--")
     )  # fmt: skip
     used = set(PLACEHOLDER.findall(code))

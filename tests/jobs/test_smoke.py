@@ -12,7 +12,7 @@ from jobs import smoke
 from rtml import sqlfiles
 from rtml.settings import SmokeJobSettings
 
-SMOKE_SQL = sorted((sqlfiles.SQL_DIR / "smoke").glob("*.sql"))
+SMOKE_SQL = [sqlfiles.SQL_DIR / name for name in smoke.SQL_FILES]
 # Looser than sqlfiles' own pattern on purpose: a malformed `${input-topic}` must show up here.
 ANY_PLACEHOLDER = re.compile(r"\$\{([^}\n]*)\}?")
 
@@ -37,7 +37,10 @@ def _placeholders(path: Path) -> set[str]:
 
 
 def test_there_are_smoke_sql_files() -> None:
-    assert [p.name for p in SMOKE_SQL] == ["pipeline.sql", "tables.sql"]
+    assert sorted((sqlfiles.SQL_DIR / "smoke").glob("*.sql")) == sorted(
+        p for p in SMOKE_SQL if p.parent.name == "smoke"
+    )  # every smoke file is loaded by the job
+    assert all(p.is_file() for p in SMOKE_SQL)
 
 
 def test_sql_params_cover_every_placeholder_and_nothing_more() -> None:
@@ -80,9 +83,7 @@ def test_rendered_smoke_sql_uses_the_settings() -> None:
         kafka_bootstrap="b:1", smoke_window_seconds=7, smoke_idle_timeout_seconds=5
     )
     params = smoke.sql_params(settings)
-    statements = sqlfiles.load("smoke/tables.sql", params) + sqlfiles.load(
-        "smoke/pipeline.sql", params
-    )
+    statements = [s for name in smoke.SQL_FILES for s in sqlfiles.load(name, params)]
     assert len(statements) == 7
     text = "\n".join(s.text for s in statements)
     assert text.count("'properties.bootstrap.servers' = 'b:1'") == 3
@@ -91,4 +92,4 @@ def test_rendered_smoke_sql_uses_the_settings() -> None:
     assert "'sink.transactional-id-prefix' = 'rtml-smoke-counts'" in text
     assert "'sink.transactional-id-prefix' = 'rtml-smoke-dead-letters'" in text
     inserts = [s for s in statements if s.text.startswith("INSERT INTO")]
-    assert [s.text.split()[2] for s in inserts] == ["smoke_counts", "smoke_dead_letters"]
+    assert [s.text.split()[2] for s in inserts] == ["smoke_counts", "dead_letters"]
