@@ -115,7 +115,8 @@ def main(argv: list[str]) -> None:
     )
 
     statement_set.add_insert("features_out", features)
-    statement_set.add_insert("online_store_out", online)
+    if settings.online_store:
+        statement_set.add_insert("online_store_out", online)
     flinkjob.execute(statement_set, detached=settings.detached)
 
 

@@ -133,6 +133,10 @@ class FeatureJobSettings(JobSettings):
     features_id_prefix: str = Field(
         "rtml-features", description="consumer group and transactional id prefix of feature jobs"
     )
+    online_store: bool = Field(
+        True,
+        description="write features to Redis (off: Kafka features topic only, e.g. to measure)",
+    )
 
     @model_validator(mode="after")
     def _local_redis_by_default(self) -> FeatureJobSettings:
