@@ -121,7 +121,7 @@ def main() -> None:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count()},
         "events": args.events,
-        "windows": "1 min, 5 min, 1 h, 24 h per card, 19 features",
+        "windows": "1 min, 5 min, 1 h, 24 h per card, 14 windowed features",
         "parallelism": 1,
         "results": results,
         "redis_writer_cost_ratio": round(
