@@ -36,6 +36,9 @@ def source_params(definition: FeatureSetDefinition, settings: FeatureJobSettings
         "transactional_id_prefix": prefix,
         "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS,
         "out_of_orderness_seconds": f"{definition.source.out_of_orderness_ms / 1000:.3f}",
+        # Idle partitions hold the watermark back: features are per event, not per window, so
+        # only the dead-lettering of late events waits for it.
+        "idle_timeout": "0 s",
     }
 
 
@@ -75,13 +78,13 @@ def main(argv: list[str]) -> None:
         },
     )
     t_env = flinkjob.table_environment(settings, f"rtml-features-{definition.name}")
-    source = sqlfiles.render(
-        definition.source.sql.read_text(),
-        source_params(definition, settings),
-        definition.source.sql,
-    )
-    dead_letters = sqlfiles.load("common/dead_letters.sql", source_params(definition, settings))
-    statement_set = flinkjob.statement_set(t_env, source + dead_letters)  # tables, views
+    params = source_params(definition, settings)
+    statements = [
+        *sqlfiles.load("common/raw_source.sql", params),
+        *sqlfiles.render(definition.source.sql.read_text(), params, definition.source.sql),
+        *sqlfiles.load("common/dead_letters.sql", params),
+    ]
+    statement_set = flinkjob.statement_set(t_env, statements)  # tables, views, dead letters
     (query,) = sqlfiles.render(definition.query.read_text(), {}, definition.query)
     features = t_env.sql_query(query.text)
 

@@ -14,14 +14,19 @@ from rtml import flinkjob, kafka_admin, sqlfiles
 from rtml.settings import SmokeJobSettings
 
 JOB_NAME = "rtml-smoke"
-SQL_FILES = ("smoke/tables.sql", "smoke/pipeline.sql", "common/dead_letters.sql")
+SQL_FILES = (
+    "common/raw_source.sql",
+    "smoke/tables.sql",
+    "smoke/pipeline.sql",
+    "common/dead_letters.sql",
+)
 
 
 def sql_params(settings: SmokeJobSettings) -> dict[str, object]:
     """Values for the placeholders in sql/smoke/*.sql."""
     return {
         "bootstrap": settings.kafka_bootstrap,
-        "input_topic": settings.smoke_input_topic,
+        "topic": settings.smoke_input_topic,
         "output_topic": settings.smoke_output_topic,
         "dead_letter_topic": settings.smoke_dead_letter_topic,
         "group_id": settings.smoke_group_id,

@@ -17,7 +17,7 @@ SELECT
     -- Behind the watermark: its window may have fired already; count it nowhere rather than wrongly.
     WHEN event_time <= CURRENT_WATERMARK(event_time) THEN 'late_event'
   END AS reason
-FROM smoke_events;
+FROM raw_events;
 
 CREATE TEMPORARY VIEW smoke_valid AS
 SELECT event_key, event_time FROM classified WHERE reason IS NULL;

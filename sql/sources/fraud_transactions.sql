@@ -1,28 +1,6 @@
 -- Card transactions from Kafka (rtml generate fraud writes them), checked field by field.
--- ${...} placeholders are filled by jobs/features.py from the feature set's YAML and settings.
-
--- Key and value as raw bytes, so a bad record can be dead-lettered unchanged.
-CREATE TABLE fraud_transactions_raw (
-  record_key BYTES,
-  payload BYTES,
-  source_topic STRING METADATA FROM 'topic' VIRTUAL,
-  source_partition INT METADATA FROM 'partition' VIRTUAL,
-  source_offset BIGINT METADATA FROM 'offset' VIRTUAL,
-  event_time AS TO_TIMESTAMP_LTZ(TRY_CAST(JSON_VALUE(CAST(payload AS STRING), '$.ts') AS BIGINT), 3),
-  WATERMARK FOR event_time AS event_time - INTERVAL '${out_of_orderness_seconds}' SECOND
-) WITH (
-  'connector' = 'kafka',
-  'topic' = '${topic}',
-  'properties.bootstrap.servers' = '${bootstrap}',
-  'properties.group.id' = '${group_id}',
-  'properties.isolation.level' = 'read_committed',
-  'scan.startup.mode' = 'group-offsets',
-  'properties.auto.offset.reset' = 'earliest',
-  'key.format' = 'raw',
-  'key.fields' = 'record_key',
-  'value.format' = 'raw',
-  'value.fields-include' = 'EXCEPT_KEY'
-);
+-- The records come from raw_events (sql/common/raw_source.sql); placeholders are filled by
+-- jobs/features.py from the feature set's YAML and settings.
 
 -- Every record is either a valid transaction or a dead letter with its reason, never both
 -- (dead letters: sql/common/dead_letters.sql reads this view).
@@ -52,7 +30,7 @@ SELECT
     WHEN event_time IS NULL THEN 'missing_or_invalid_ts'
     WHEN event_time <= CURRENT_WATERMARK(event_time) THEN 'late_event'
   END AS reason
-FROM (SELECT *, CAST(payload AS STRING) AS body FROM fraud_transactions_raw);
+FROM (SELECT *, CAST(payload AS STRING) AS body FROM raw_events);
 
 CREATE TEMPORARY VIEW fraud_transactions AS
 SELECT event_id, card_id, merchant_id, amount, country, device_id, ip, ts, event_time

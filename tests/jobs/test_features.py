@@ -14,7 +14,11 @@ PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 
 def test_source_params_fill_exactly_the_placeholders_of_the_source_sql() -> None:
     definition = featuresets.load("fraud_card")
-    loaded = (definition.source.sql, SQL_DIR / "common" / "dead_letters.sql")
+    loaded = (
+        SQL_DIR / "common" / "raw_source.sql",
+        definition.source.sql,
+        SQL_DIR / "common" / "dead_letters.sql",
+    )
     code = "\n".join(
         line for path in loaded for line in path.read_text().splitlines()
         if not line.lstrip().startswith("--")

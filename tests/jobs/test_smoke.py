@@ -62,7 +62,7 @@ def test_sql_params_values() -> None:
     )
     assert smoke.sql_params(settings) == {
         "bootstrap": "b:9092",
-        "input_topic": "in",
+        "topic": "in",
         "output_topic": "out",
         "dead_letter_topic": "dlq",
         "group_id": "g",
