@@ -23,16 +23,11 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
-from rtml import featuresets, generate, kafka_admin, processes
+from rtml import featuresets, generate, kafka_admin
 from rtml.flinkrest import FlinkRest
 from rtml.generators import GENERATORS, as_records
-from rtml.settings import StackSettings
+from rtml.settings import ephemeral_stack_settings, settings_env
 from rtml.stack import Stack
-
-PORTS = (
-    "kafka_port", "kafka_controller_port", "redis_port", "flink_rest_port", "flink_rpc_port",
-    "model_http_port", "model_grpc_port", "model_metrics_port",
-)  # fmt: skip
 
 
 def committed(bootstrap: str, topic: str) -> int:
@@ -81,14 +76,9 @@ def main() -> None:
     args = parser.parse_args()
     definition = featuresets.load("fraud_card")
     with tempfile.TemporaryDirectory(prefix="rtml-bench-") as folder:
-        ports = {name: processes.free_port() for name in PORTS}
-        settings = StackSettings(runtime_dir=Path(folder), **ports)  # type: ignore[arg-type]
+        settings = ephemeral_stack_settings(Path(folder))
         stack = Stack(settings)
-        env = {
-            **os.environ,
-            **{f"RTML_{name.upper()}": str(port) for name, port in ports.items()},
-            "RTML_RUNTIME_DIR": folder,
-        }
+        env = {**os.environ, **settings_env(settings)}
         try:
             stack.up(["kafka", "redis", "flink-taskmanager"])
             fraud = GENERATORS["fraud"]

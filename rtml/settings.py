@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rtml import processes
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 
@@ -93,6 +95,28 @@ class StackSettings(BaseSettings):
     @property
     def redis_url(self) -> str:
         return f"redis://{LOOPBACK}:{self.redis_port}/0"
+
+
+PORT_FIELDS = tuple(name for name in StackSettings.model_fields if name.endswith("_port"))
+
+
+def ephemeral_stack_settings(runtime_dir: Path, **overrides: object) -> StackSettings:
+    """Settings for a throw-away stack (tests, benchmarks): its own folder and free ports.
+
+    Jars, venvs and models stay shared under HOME.
+    """
+    ports: dict[str, int] = {}
+    while len(set(ports.values())) < len(PORT_FIELDS):
+        ports = {name: processes.free_port() for name in PORT_FIELDS}
+    return StackSettings(runtime_dir=runtime_dir, **ports, **overrides)  # type: ignore[arg-type]
+
+
+def settings_env(settings: StackSettings) -> dict[str, str]:
+    """Environment variables that make `rtml` commands and jobs use `settings`'s stack."""
+    env = {f"RTML_{name.upper()}": str(getattr(settings, name)) for name in PORT_FIELDS}
+    env["RTML_RUNTIME_DIR"] = str(settings.runtime)
+    env["RTML_HOME"] = str(settings.home)
+    return env
 
 
 class JobSettings(BaseSettings):
