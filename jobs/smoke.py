@@ -38,16 +38,18 @@ def sql_params(settings: SmokeJobSettings) -> dict[str, object]:
     }
 
 
+def topics(settings: SmokeJobSettings) -> dict[str, int]:
+    """The topics the job reads and writes, with their partition counts."""
+    return {
+        settings.smoke_input_topic: settings.smoke_partitions,
+        settings.smoke_output_topic: settings.smoke_partitions,
+        settings.smoke_dead_letter_topic: 1,
+    }
+
+
 def main() -> None:
     settings = SmokeJobSettings()
-    kafka_admin.ensure_topics(
-        settings.kafka_bootstrap,
-        {
-            settings.smoke_input_topic: settings.smoke_partitions,
-            settings.smoke_output_topic: settings.smoke_partitions,
-            settings.smoke_dead_letter_topic: 1,
-        },
-    )
+    kafka_admin.ensure_topics(settings.kafka_bootstrap, topics(settings))
     params = sql_params(settings)
     statements = [s for name in SQL_FILES for s in sqlfiles.load(name, params)]
     t_env = flinkjob.table_environment(settings, JOB_NAME)

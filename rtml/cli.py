@@ -158,27 +158,16 @@ def _print_status(stack: object) -> None:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    import os
+    from rtml.stack import Stack
 
-    from rtml.stack import PYFLINK_HOME, Stack
-
-    module = flinkrest.job_module(args.job)
-    stack = Stack()
-    env = {**os.environ, **stack.flink_env()}
-    rendered = stack.settings.runtime / "flink-conf"
-    if not (rendered / "config.yaml").is_file():
-        env["FLINK_CONF_DIR"] = str(stack.settings.flink_conf_dir)
-    argv = flinkrest.submit_argv(
-        flinkrest.flink_bin(PYFLINK_HOME),
-        module,
+    job_id = Stack().submit(
+        args.job,
         cluster=args.cluster,
-        python=stack.settings.python,
+        detached=args.detached,
         from_savepoint=args.from_savepoint,
         allow_non_restored_state=args.allow_non_restored_state,
-        detached=args.detached,
         job_args=args.job_args,
     )
-    job_id = flinkrest.submit(argv, env, detached=args.detached)
     if job_id:
         print(job_id)
     return 0

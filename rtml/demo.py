@@ -6,17 +6,17 @@ Until the fraud pipeline exists, the main job is the smoke job.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from datetime import UTC, datetime
 
 from kafka import KafkaConsumer
 
+from jobs import smoke
 from rtml import flinkrest, generate, kafka_admin
 from rtml.kafka_io import read_committed, send_raw
 from rtml.settings import SmokeJobSettings, StackSettings
-from rtml.stack import PYFLINK_HOME, Stack
+from rtml.stack import Stack
 
 DEMO_EVENTS = 3000
 EVENTS_PER_SECOND = 100  # of event time: 3000 events span 30 s, three 10 s windows
@@ -64,23 +64,11 @@ def run() -> int:
     stack = Stack(StackSettings())
     settings = SmokeJobSettings()
     rest = flinkrest.FlinkRest(stack.settings.flink_rest_url)
-    kafka_admin.ensure_topics(
-        settings.kafka_bootstrap,
-        {
-            settings.smoke_input_topic: settings.smoke_partitions,
-            settings.smoke_output_topic: settings.smoke_partitions,
-            settings.smoke_dead_letter_topic: 1,
-        },
-    )
+    kafka_admin.ensure_topics(settings.kafka_bootstrap, smoke.topics(settings))
     job_id = _running_smoke_job(rest)
     if job_id is None:
         print("submitting the smoke job to the local Flink cluster ...", flush=True)
-        argv = flinkrest.submit_argv(
-            flinkrest.flink_bin(PYFLINK_HOME), "jobs.smoke",
-            cluster=f"127.0.0.1:{stack.settings.flink_rest_port}",
-            python=stack.settings.python, detached=True,
-        )  # fmt: skip
-        job_id = flinkrest.submit(argv, {**os.environ, **stack.flink_env()}, detached=True)
+        job_id = stack.submit("smoke", detached=True)
         assert job_id is not None
         rest.wait_for_state(job_id, {"RUNNING"}, timeout_s=120)
     print(f"job {job_id} is running")

@@ -21,7 +21,7 @@ from pathlib import Path
 import pyflink
 import requests
 
-from rtml import flinkconf, model_repo, processes, v2client
+from rtml import flinkconf, flinkrest, model_repo, processes, v2client
 from rtml.settings import LOOPBACK, StackSettings
 from rtml.versions import FLINK_KAFKA_CONNECTOR_JAR
 
@@ -453,6 +453,45 @@ class Stack:
             "FLINK_PID_DIR": str(self.settings.pids_dir / "flink"),
             "PYFLINK_CLIENT_EXECUTABLE": str(self.settings.python),
         }
+
+    def submit(
+        self,
+        job: str,
+        *,
+        cluster: str | None = None,
+        detached: bool = False,
+        from_savepoint: str | None = None,
+        allow_non_restored_state: bool = False,
+        job_args: list[str] | None = None,
+    ) -> str | None:
+        """Submit `jobs/JOB.py` with Flink's CLI (to this stack unless `cluster` names another).
+
+        Detached, returns the job id; attached, returns when the job ends.
+        """
+        argv = flinkrest.submit_argv(
+            flinkrest.flink_bin(PYFLINK_HOME),
+            flinkrest.job_module(job),
+            cluster=cluster or f"{LOOPBACK}:{self.settings.flink_rest_port}",
+            python=self.settings.python,
+            from_savepoint=from_savepoint,
+            allow_non_restored_state=allow_non_restored_state,
+            detached=detached,
+            job_args=job_args,
+        )
+        return flinkrest.submit(argv, {**os.environ, **self.flink_client_env()}, detached=detached)
+
+    def flink_client_env(self) -> dict[str, str]:
+        """`flink_env` for the `flink` CLI, which also runs where no local stack was ever started.
+
+        Without a rendered stack (a remote cluster only), the checked-in profile and PyFlink's
+        own lib/ serve the client.
+        """
+        env = self.flink_env()
+        if not (self.settings.runtime / "flink-conf" / "config.yaml").is_file():
+            env["FLINK_CONF_DIR"] = str(self.settings.flink_conf_dir)
+        if not (self.settings.runtime / "flink-lib").is_dir():
+            env["FLINK_LIB_DIR"] = str(PYFLINK_HOME / "lib")
+        return env
 
     def _flink_requirements(self) -> list[str]:
         jar = self.settings.jars_dir / "flink" / FLINK_KAFKA_CONNECTOR_JAR

@@ -12,7 +12,14 @@ import pytest
 from ephemeral import ephemeral_stack_settings, settings_env
 
 from rtml import processes
-from rtml.stack import Stack, StackError, find_java, java_major, kafka_server_properties
+from rtml.stack import (
+    PYFLINK_HOME,
+    Stack,
+    StackError,
+    find_java,
+    java_major,
+    kafka_server_properties,
+)
 
 
 def fake_java(folder: Path, version: str) -> Path:
@@ -132,3 +139,17 @@ def test_kafka_is_ready_for_exactly_once_sinks(tmp_path: Path) -> None:
     assert int(props["transaction.max.timeout.ms"]) >= 3_600_000
     assert props["listeners"].startswith(f"PLAINTEXT://127.0.0.1:{settings.kafka_port},")
     assert props["transaction.state.log.replication.factor"] == "1"
+
+
+def test_the_flink_client_works_without_a_local_stack(tmp_path: Path) -> None:
+    stack = Stack(ephemeral_stack_settings(tmp_path / "never-started"))
+    env = stack.flink_client_env()
+    assert env["FLINK_CONF_DIR"] == str(stack.settings.flink_conf_dir)
+    assert env["FLINK_LIB_DIR"] == str(PYFLINK_HOME / "lib")
+    # Once `stack up` rendered them, the client uses the stack's own folders.
+    (tmp_path / "never-started" / "flink-conf").mkdir(parents=True)
+    (tmp_path / "never-started" / "flink-conf" / "config.yaml").write_text("{}")
+    (tmp_path / "never-started" / "flink-lib").mkdir()
+    env = stack.flink_client_env()
+    assert env["FLINK_CONF_DIR"] == str(stack.settings.runtime / "flink-conf")
+    assert env["FLINK_LIB_DIR"] == str(stack.settings.runtime / "flink-lib")
