@@ -84,8 +84,15 @@ def java_major(version_output: str) -> int | None:
 
 
 def kafka_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as Kafka's Uuid)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as Kafka's Uuid).
+
+    Like Kafka's `Uuid.randomUuid`, never one that starts with '-': the storage tool would read
+    `-t -BAv...` as an unknown option and refuse to format (one start in 64).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def kafka_server_properties(settings: StackSettings) -> dict[str, str]:

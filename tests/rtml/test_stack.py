@@ -6,6 +6,7 @@ import socket
 import stat
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,19 @@ from rtml.stack import (
     StackError,
     find_java,
     java_major,
+    kafka_cluster_id,
     kafka_server_properties,
 )
+
+
+def test_kafka_cluster_ids_never_look_like_an_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    # uuid bytes whose base64 starts with '-' (0xf8 -> "-A"), then ordinary ones
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + b"\x00" * 15), uuid.UUID(int=1)])
+    monkeypatch.setattr("rtml.stack.uuid.uuid4", lambda: next(drawn))
+    cluster_id = kafka_cluster_id()
+    assert cluster_id == "AAAAAAAAAAAAAAAAAAAAAQ"
+    monkeypatch.undo()
+    assert all(not kafka_cluster_id().startswith("-") for _ in range(2000))
 
 
 def fake_java(folder: Path, version: str) -> Path:
