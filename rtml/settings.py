@@ -7,14 +7,18 @@ Every field can be overridden by an environment variable `RTML_<FIELD>` (e.g. `R
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rtml import processes
+
+if TYPE_CHECKING:
+    from rtml.scoring.settings import ScoringSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
@@ -185,3 +189,62 @@ class SmokeJobSettings(JobSettings):
     smoke_group_id: str = "rtml-smoke"
     smoke_transactional_id_prefix: str = "rtml-smoke"
     smoke_partitions: int = 2
+
+
+class ScoringJobSettings(JobSettings):
+    """Scoring jobs: the model server, the model, and how calls to it are bounded (RTML_SCORING_*).
+
+    `scoring_settings(feature_names)` turns them into the `rtml.scoring.ScoringSettings` a
+    `Scorer` takes; the feature names come from the model's metadata.
+    """
+
+    model_http_port: int = 8080
+    model_url: str = Field("", description="V2 model server (default: the local stack's)")
+    scoring_model: str = Field("fraud", description="model name on the V2 server")
+    scoring_model_version: str = Field("", description="model version (empty: the server's latest)")
+    scoring_fallback_model: Path | None = Field(
+        None, description="folder of the local fallback model (model.joblib + metadata.json)"
+    )
+    scoring_sub_batch_size: int = Field(256, description="rows per V2 request")
+    scoring_max_in_flight: int = Field(4, description="V2 requests at once")
+    scoring_request_timeout_ms: float = Field(100.0, description="one V2 request, connect included")
+    scoring_deadline_ms: float = Field(
+        250.0, description="a whole batch's V2 attempts, retries included; then the fallbacks"
+    )
+    scoring_retries: int = Field(2, description="retries of retryable failures, within deadline")
+    scoring_backoff_base_ms: float = 5.0
+    scoring_backoff_max_ms: float = 50.0
+    scoring_breaker_failure_threshold: int = Field(
+        5, description="consecutive failed requests that open the circuit breaker"
+    )
+    scoring_breaker_cooldown_ms: float = Field(1000.0, description="how long the breaker is open")
+    scoring_breaker_half_open_probes: int = 1
+    scoring_threshold: float = Field(0.5, description="decision = score >= threshold")
+
+    @model_validator(mode="after")
+    def _local_model_server_by_default(self) -> ScoringJobSettings:
+        if not self.model_url:
+            object.__setattr__(self, "model_url", f"http://{LOOPBACK}:{self.model_http_port}")
+        return self
+
+    def scoring_settings(self, feature_names: Sequence[str]) -> ScoringSettings:
+        """The scorer's settings for a model with these input features (validated there)."""
+        from rtml.scoring.settings import ScoringSettings  # lazy: keeps settings import-light
+
+        return ScoringSettings(
+            model_name=self.scoring_model,
+            feature_names=tuple(feature_names),
+            base_url=self.model_url,
+            model_version=self.scoring_model_version or None,
+            sub_batch_size=self.scoring_sub_batch_size,
+            max_in_flight=self.scoring_max_in_flight,
+            request_timeout_ms=self.scoring_request_timeout_ms,
+            deadline_ms=self.scoring_deadline_ms,
+            retries=self.scoring_retries,
+            backoff_base_ms=self.scoring_backoff_base_ms,
+            backoff_max_ms=self.scoring_backoff_max_ms,
+            breaker_failure_threshold=self.scoring_breaker_failure_threshold,
+            breaker_cooldown_ms=self.scoring_breaker_cooldown_ms,
+            breaker_half_open_probes=self.scoring_breaker_half_open_probes,
+            threshold=self.scoring_threshold,
+        )

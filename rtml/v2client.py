@@ -166,3 +166,14 @@ def _ok(url: str, timeout: float) -> bool:
         return requests.get(url, timeout=timeout).status_code == 200
     except requests.RequestException:
         return False
+
+
+def infer_path(name: str, version: str | None = None) -> str:
+    """Return the infer endpoint ``/v2/models/{name}[/versions/{version}]/infer``."""
+    return f"{model_path(name, version)}/infer"
+
+
+def response_model_version(body: dict[str, Any]) -> str | None:
+    """The ``model_version`` a V2 infer response names (optional in the protocol), or None."""
+    version = body.get("model_version") if isinstance(body, dict) else None
+    return str(version) if version not in (None, "") else None

@@ -114,3 +114,12 @@ def test_health_checks_return_false_when_nothing_listens() -> None:
     assert v2client.server_live(url, timeout=0.5) is False
     assert v2client.server_ready(url, timeout=0.5) is False
     assert v2client.model_ready(url, "smoke", "1", timeout=0.5) is False
+
+
+def test_infer_path_and_response_model_version() -> None:
+    assert v2client.infer_path("a b", "2") == "/v2/models/a%20b/versions/2/infer"
+    assert v2client.infer_path("smoke") == "/v2/models/smoke/infer"
+    assert v2client.response_model_version({"model_version": "3", "outputs": []}) == "3"
+    assert v2client.response_model_version({"model_version": 3}) == "3"
+    assert v2client.response_model_version({"model_version": ""}) is None
+    assert v2client.response_model_version({"outputs": []}) is None
