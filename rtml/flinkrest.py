@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ import requests
 from rtml.settings import PROJECT_ROOT
 
 _JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
+# COUNT_DEAD_LETTER's counters (udfs/java/.../CountDeadLetter.java), as the REST API names them:
+# `<subtask>.<operator>.rtml_dead_letters.reason.<reason>.count`.
+DEAD_LETTER_GROUP = "rtml_dead_letters"
+_DEAD_LETTER_METRIC = re.compile(rf"(?:^|\.){DEAD_LETTER_GROUP}\.reason\.(.+)\.count$")
 
 
 class FlinkError(RuntimeError):
@@ -112,8 +117,54 @@ class FlinkRest:
     def job(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}")
 
+    def user_config(self, job_id: str) -> dict[str, str]:
+        """The job's global job parameters (`pipeline.global-job-parameters`)."""
+        body = self._call("GET", f"/jobs/{job_id}/config")
+        return dict(body.get("execution-config", {}).get("user-config", {}) or {})
+
     def checkpoints(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}/checkpoints")
+
+    def vertex_metrics(
+        self, job_id: str, vertex_id: str, names: Sequence[str] | None = None
+    ) -> dict[str, str]:
+        """Current values of a job vertex's metrics by id (`<subtask>.<operator>.<metric>`, as
+        the REST API names them); all of them when `names` is None.
+
+        The JobManager refreshes what it serves every `metrics.fetcher.update-interval` (10 s by
+        default), so a value can lag the TaskManager by that much.
+        """
+        path = f"/jobs/{job_id}/vertices/{vertex_id}/metrics"
+        if names is None:
+            names = [metric["id"] for metric in self._call("GET", path)]
+        if not names:
+            return {}
+        answer = self._call("GET", path, params={"get": ",".join(names)})
+        return {metric["id"]: metric["value"] for metric in answer}
+
+    def dead_letter_counts(self, job_id: str) -> dict[str, int]:
+        """Dead letters per reason, as COUNT_DEAD_LETTER counted them in every vertex and subtask
+        of the job (since each task started)."""
+        values: dict[str, str] = {}
+        for vertex in self.job(job_id).get("vertices", []):
+            path = f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"
+            names = [
+                m["id"] for m in self._call("GET", path) if _DEAD_LETTER_METRIC.search(m["id"])
+            ]
+            values.update(self.vertex_metrics(job_id, vertex["id"], names))
+        return dead_letter_counts(values)
+
+    def wait_for_dead_letter_counts(
+        self, job_id: str, expected: Mapping[str, int], timeout_s: float = 60.0
+    ) -> dict[str, int]:
+        """Poll `dead_letter_counts` until it equals `expected` or the time is up; returns the
+        last counts (the JobManager serves metrics it fetched up to 10 s ago)."""
+        deadline = time.monotonic() + timeout_s
+        counts = self.dead_letter_counts(job_id)
+        while counts != expected and time.monotonic() < deadline:
+            time.sleep(1.0)
+            counts = self.dead_letter_counts(job_id)
+        return counts
 
     def wait_for_state(self, job_id: str, states: set[str], timeout_s: float = 60.0) -> str:
         """Poll until the job reaches one of `states`; returns the state."""
@@ -148,6 +199,19 @@ class FlinkRest:
 
     def cancel(self, job_id: str) -> None:
         self._call("PATCH", f"/jobs/{job_id}", params={"mode": "cancel"})
+
+
+def dead_letter_counts(metrics: Mapping[str, str]) -> dict[str, int]:
+    """Sum COUNT_DEAD_LETTER's counters per reason over subtasks and operators (pure).
+
+    `metrics` maps REST metric ids to values; ids of other metrics are ignored.
+    """
+    counts: dict[str, int] = {}
+    for name, value in metrics.items():
+        match = _DEAD_LETTER_METRIC.search(name)
+        if match:
+            counts[match.group(1)] = counts.get(match.group(1), 0) + int(float(value))
+    return counts
 
 
 def flink_bin(pyflink_home: Path) -> Path:

@@ -4,3 +4,8 @@
 -- events the windows hold. See udfs/java/.../SlidingWindowFeatures.java and README "Windows".
 CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS SLIDING_WINDOW_FEATURES
   AS 'dev.rtml.udfs.SlidingWindowFeatures' LANGUAGE JAVA;
+
+-- Returns its argument and counts it in the metric rtml_dead_letters.reason.<reason>.count of the
+-- operator that evaluates it: sql/common/dead_letters.sql counts every job's dead letters by reason.
+CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS COUNT_DEAD_LETTER
+  AS 'dev.rtml.udfs.CountDeadLetter' LANGUAGE JAVA;

@@ -1,6 +1,8 @@
 -- Dead letters, the same for every job: each job's source SQL defines a view `classified` with the
 -- original record_key and payload bytes, their source_topic/partition/offset and a `reason` that is
--- NULL for a valid record. Every other record goes to the dead-letter topic, exactly-once.
+-- NULL for a valid record. Every other record goes to the dead-letter topic, exactly-once, and is
+-- counted in the Flink metric rtml_dead_letters.reason.<reason>.count (COUNT_DEAD_LETTER,
+-- sql/functions.sql), so dashboards and alerts see each reason without reading the topic.
 
 -- The original bytes are the record; why and where from go in headers (the convention of Kafka
 -- Connect's dead-letter queues), readable by any consumer.
@@ -27,7 +29,7 @@ SELECT
   record_key,
   payload,
   MAP[
-    'rtml.reason', CAST(reason AS BYTES),
+    'rtml.reason', CAST(COUNT_DEAD_LETTER(reason) AS BYTES),
     'rtml.source.topic', CAST(source_topic AS BYTES),
     'rtml.source.partition', CAST(CAST(source_partition AS STRING) AS BYTES),
     'rtml.source.offset', CAST(CAST(source_offset AS STRING) AS BYTES)

@@ -146,6 +146,13 @@ def test_counts_are_exact_and_bad_records_become_dead_letters(
         for _, headers in letters:
             assert headers["rtml.source.topic"].decode() == env["RTML_SMOKE_INPUT_TOPIC"]
             assert int(headers["rtml.source.offset"]) >= 0
+        # The Flink metric per reason (COUNT_DEAD_LETTER) counts exactly the dead letters written.
+        per_reason = dict(Counter(reasons.values()))
+        assert per_reason == {
+            "invalid_json": 2, "missing_or_invalid_ts": 2, "missing_key": 1, "empty_payload": 1,
+            "late_event": 1,
+        }  # fmt: skip
+        assert rest.wait_for_dead_letter_counts(job_id, per_reason) == per_reason
         assert rest.job(job_id)["state"] == "RUNNING"  # bad input never stopped the job
     finally:
         rest.cancel(job_id)

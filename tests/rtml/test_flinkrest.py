@@ -198,3 +198,62 @@ def test_submit_detached_failure_explains_itself() -> None:
 def test_submit_detached_without_job_id_is_an_error_even_on_exit_0() -> None:
     with pytest.raises(FlinkError, match=r"^`flink run` failed \(exit 0\):\nsubmitted\?$"):
         flinkrest.submit(["sh", "-c", "echo 'submitted?'"], ENV, detached=True)
+
+
+def test_dead_letter_counts_sum_each_reason_over_subtasks_and_ignore_other_metrics() -> None:
+    metrics = {
+        "0.Calc[4].rtml_dead_letters.reason.invalid_json.count": "2",
+        "1.Calc[4].rtml_dead_letters.reason.invalid_json.count": "3",
+        "0.Calc[4].rtml_dead_letters.reason.late_event.count": "1",
+        "0.Calc[4].rtml_dead_letters.reason.odd.reason.with.dots.count": "4",
+        "0.Calc[4].numRecordsIn": "100",
+        "0.Calc[4].rtml_dead_letters.reason.invalid_json.countPerSecond": "7",
+    }
+    assert flinkrest.dead_letter_counts(metrics) == {
+        "invalid_json": 5,
+        "late_event": 1,
+        "odd.reason.with.dots": 4,
+    }
+    assert flinkrest.dead_letter_counts({}) == {}
+
+
+def test_dead_letter_counts_of_a_job_asks_every_vertex_for_only_its_counters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    listed = {
+        "v1": ["0.Source.numRecordsOut", "0.Calc[2].rtml_dead_letters.reason.missing_key.count"],
+        "v2": ["0.Sink.numRecordsIn"],
+    }
+    values = {"0.Calc[2].rtml_dead_letters.reason.missing_key.count": "6"}
+    calls: list[tuple[str, dict | None]] = []
+
+    def fake_call(method: str, path: str, **kwargs: object) -> object:
+        params = kwargs.get("params")
+        calls.append((path, params))  # type: ignore[arg-type]
+        if path == "/jobs/j1":
+            return {"vertices": [{"id": "v1"}, {"id": "v2"}]}
+        vertex = path.split("/")[4]
+        if params is None:
+            return [{"id": name} for name in listed[vertex]]
+        return [{"id": name, "value": values[name]} for name in params["get"].split(",")]  # type: ignore[index]
+
+    rest = flinkrest.FlinkRest("http://jm:8081")
+    monkeypatch.setattr(rest, "_call", fake_call)
+    assert rest.dead_letter_counts("j1") == {"missing_key": 6}
+    asked = [params["get"] for _, params in calls if params]
+    assert asked == ["0.Calc[2].rtml_dead_letters.reason.missing_key.count"]  # v2: no request
+
+
+def test_wait_for_dead_letter_counts_polls_until_equal_or_returns_the_last_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers = iter([{}, {"late_event": 1}, {"late_event": 2}])
+    rest = flinkrest.FlinkRest("http://jm:8081")
+    monkeypatch.setattr(rest, "dead_letter_counts", lambda job_id: next(answers))
+    monkeypatch.setattr(flinkrest.time, "sleep", lambda seconds: None)
+    assert rest.wait_for_dead_letter_counts("j1", {"late_event": 1}) == {"late_event": 1}
+    # never equal: the last counts come back once the time is up
+    monkeypatch.setattr(rest, "dead_letter_counts", lambda job_id: {"late_event": 2})
+    assert rest.wait_for_dead_letter_counts("j1", {"late_event": 1}, timeout_s=0) == {
+        "late_event": 2
+    }

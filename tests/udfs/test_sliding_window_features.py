@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import bisect
+import json
 import math
 import statistics
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 from pyflink.table import StreamTableEnvironment
@@ -24,12 +26,32 @@ PAUSES_MS = {
     "shorter-windows-empty": 30_000,  # the 1 s and 10 s windows empty out, 1 min does not
     "all-windows-empty": 90_000,  # the key starts over
 }
+# Four kinds of item column: many values; few values and NULLs; the same strings as `merchant`
+# (counted apart all the same); a BIGINT with NULLs.
+ITEM_COLUMNS = ("merchant", "country", "device", "ipnum")
 
 
-def event(seq: int, pause_ms: int) -> tuple[int, int, float, str]:
-    """(key, ts_ms, amount, merchant) of event `seq`, the same formulas as the SQL below."""
+@dataclass(frozen=True)
+class Event:
+    """One generated row, by the same formulas as the SQL table below."""
+
+    seq: int
+    key: int
+    ts: int
+    amount: float | None
+    items: tuple[str | int | None, ...]  # in the order of ITEM_COLUMNS
+
+
+def event(seq: int, pause_ms: int) -> Event:
     ts = BASE_MS + seq * STEP_MS + (seq // BURST) * pause_ms
-    return seq % KEYS, ts, ((seq * 37) % 1000) / 100.0, f"m{(seq * 7) % 23}"
+    amount = None if seq % 31 == 7 else ((seq * 37) % 1000) / 100.0
+    items = (
+        f"m{(seq * 7) % 23}",
+        None if seq % 5 == 0 else f"c{(seq * 3) % 4}",
+        f"m{(seq * 5) % 23}",
+        None if seq % 7 == 3 else (seq * 11) % 97,
+    )
+    return Event(seq, seq % KEYS, ts, amount, items)
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +67,13 @@ def create_events_table(env: StreamTableEnvironment, name: str, pause_ms: int) -
         CREATE TEMPORARY TABLE events_{name} (
           seq BIGINT,
           k AS seq % {KEYS},
-          amount AS CAST((seq * 37) % 1000 AS DOUBLE) / 100.0,
+          amount AS CASE WHEN seq % 31 = 7 THEN CAST(NULL AS DOUBLE)
+                         ELSE CAST((seq * 37) % 1000 AS DOUBLE) / 100.0 END,
           merchant AS 'm' || CAST((seq * 7) % 23 AS STRING),
+          country AS CASE WHEN seq % 5 = 0 THEN CAST(NULL AS STRING)
+                          ELSE 'c' || CAST((seq * 3) % 4 AS STRING) END,
+          device AS 'm' || CAST((seq * 5) % 23 AS STRING),
+          ipnum AS CASE WHEN seq % 7 = 3 THEN CAST(NULL AS BIGINT) ELSE (seq * 11) % 97 END,
           event_time AS TO_TIMESTAMP_LTZ(
             {BASE_MS} + seq * {STEP_MS} + (seq / {BURST}) * {pause_ms}, 3),
           WATERMARK FOR event_time AS event_time - INTERVAL '1' SECOND
@@ -57,14 +84,42 @@ def create_events_table(env: StreamTableEnvironment, name: str, pause_ms: int) -
         )""")
 
 
-def rows(t_env: StreamTableEnvironment, windows: str, table: str = "events_none") -> Iterator:
+# PyFlink's collect() cannot convert arrays holding NULLs (it fails with "EOFError: Ran out of
+# input"); JSON_STRING carries the nested arrays, NULLs included, to Python instead.
+FULL_ROW = (
+    "seq, counts, sums, avgs, mins, maxs, stddevs, "
+    "JSON_STRING(distincts) AS json_distincts, JSON_STRING(item_counts) AS json_item_counts"
+)
+
+
+def rows(
+    t_env: StreamTableEnvironment,
+    windows: str,
+    table: str = "events_none",
+    item_columns: str | None = ", ".join(ITEM_COLUMNS),
+    select: str = FULL_ROW,
+) -> Iterator[tuple]:
+    """The function's rows; columns named `json_...` are JSON_STRING(...)s, decoded here."""
+    items = "" if item_columns is None else f"item_columns => '{item_columns}',"
     result = t_env.execute_sql(f"""
-        SELECT seq, counts, sums, avgs, mins, maxs, stddevs, distincts
+        SELECT {select}
         FROM SLIDING_WINDOW_FEATURES(
-          input => TABLE {table} PARTITION BY k, value_column => 'amount',
-          item_column => 'merchant', windows => '{windows}', on_time => DESCRIPTOR(event_time))""")
+          input => TABLE {table} PARTITION BY k, value_column => 'amount', {items}
+          windows => '{windows}', on_time => DESCRIPTOR(event_time))""")
+    names = result.get_resolved_schema().get_column_names()
     with result.collect() as results:
-        yield from results
+        for row in results:
+            yield tuple(
+                json.loads(value) if name.startswith("json_") and value is not None else value
+                for name, value in zip(names, row, strict=True)
+            )
+
+
+def expected_items(window: list[Event], own: Event, column: int) -> tuple[int, int | None]:
+    """(distinct non-NULL values, events holding this event's value or None) of one column."""
+    values = [e.items[column] for e in window]
+    mine = own.items[column]
+    return len({v for v in values if v is not None}), None if mine is None else values.count(mine)
 
 
 @pytest.mark.parametrize(
@@ -80,19 +135,28 @@ def test_every_window_of_every_event_equals_a_plain_python_computation(
 ) -> None:
     pause_ms = PAUSES_MS[pause]
     lengths = [WINDOWS[name.strip()] for name in windows.split(",")]
-    history: dict[int, list[tuple[int, int, float, str]]] = {}
+    history: dict[int, list[Event]] = {}
+    position: dict[int, int] = {}  # seq -> its index in its key's history
     for seq in range(EVENTS):
-        history.setdefault(seq % KEYS, []).append(event(seq, pause_ms))
-    times = {key: [ts for _, ts, _, _ in events] for key, events in history.items()}
-    seen = 0
+        e = event(seq, pause_ms)
+        if e.amount is not None:  # a NULL value leaves the state untouched
+            position[seq] = len(history.setdefault(e.key, []))
+            history[e.key].append(e)
+    times = {key: [e.ts for e in events] for key, events in history.items()}
+    seen = nulls = 0
+    evicted_item_values = False
     for row in rows(t_env, windows, f"events_{pause.replace('-', '_')}"):
         seq = row[0]
-        key, ts, _, _ = event(seq, pause_ms)
-        position = seq // KEYS  # events of a key are every KEYS-th seq
+        e = event(seq, pause_ms)
+        seen += 1
+        if e.amount is None:
+            assert list(row[1:]) == [None] * 8, seq
+            nulls += 1
+            continue
         for w, length in enumerate(lengths):
-            first = bisect.bisect_left(times[key], ts - length)  # window [t - length, t]
-            window = history[key][first : position + 1]
-            amounts = [amount for _, _, amount, _ in window]
+            first = bisect.bisect_left(times[e.key], e.ts - length)  # window [t - length, t]
+            window = history[e.key][first : position[seq] + 1]
+            amounts = [x.amount for x in window]
             assert row[1][w] == len(window), (seq, w)
             assert math.isclose(row[2][w], sum(amounts), rel_tol=1e-12, abs_tol=1e-9), (seq, w)
             assert math.isclose(row[3][w], statistics.fmean(amounts), rel_tol=1e-12), (seq, w)
@@ -100,9 +164,51 @@ def test_every_window_of_every_event_equals_a_plain_python_computation(
             assert math.isclose(
                 row[6][w], statistics.pstdev(amounts), rel_tol=1e-9, abs_tol=1e-9
             ), (seq, w)
-            assert row[7][w] == len({merchant for *_, merchant in window}), (seq, w)
-        seen += 1
+            for i in range(len(ITEM_COLUMNS)):
+                distinct, same = expected_items(window, e, i)
+                assert row[7][i][w] == distinct, (seq, ITEM_COLUMNS[i], w)
+                if same is None:
+                    assert row[8][i] is None, (seq, ITEM_COLUMNS[i])
+                else:
+                    assert row[8][i][w] == same, (seq, ITEM_COLUMNS[i], w)
+                # Some value left a window while still in a longer one: evictions were exercised.
+                longer = history[e.key][: position[seq] + 1]
+                if distinct < len({x.items[i] for x in longer if x.items[i] is not None}):
+                    evicted_item_values = True
     assert seen == EVENTS
+    assert nulls == sum(1 for seq in range(EVENTS) if seq % 31 == 7)
+    assert evicted_item_values  # the test itself is sound
+
+
+def test_without_item_columns_distincts_and_item_counts_are_empty(
+    t_env: StreamTableEnvironment,
+) -> None:
+    select = (
+        "seq, counts, JSON_STRING(distincts) AS json_d, JSON_STRING(item_counts) AS json_c, "
+        "distincts[1] IS NULL, CARDINALITY(item_counts)"
+    )
+    got = list(rows(t_env, "1 s, 10 s", item_columns=None, select=select))
+    assert len(got) == EVENTS
+    valid = [row for row in got if row[1] is not None]
+    assert valid
+    for row in valid:
+        assert (row[2], row[3], row[4], row[5]) == ([], [], True, 0), row[0]
+
+
+def test_item_counts_in_sql_index_a_column_then_a_window(t_env: StreamTableEnvironment) -> None:
+    """distincts[i][w] and item_counts[i][w] in SQL (1-based) are column i, window w."""
+    select = "seq, distincts[2][1], distincts[2][2], item_counts[2][1], item_counts[2][2]"
+    got = {row[0]: row[1:] for row in rows(t_env, "1 s, 10 s", select=select)}
+    full = {row[0]: row for row in rows(t_env, "1 s, 10 s")}
+    assert got.keys() == full.keys()
+    for seq, (d1, d2, c1, c2) in got.items():
+        row = full[seq]
+        if row[7] is None:  # a NULL amount
+            assert (d1, d2, c1, c2) == (None,) * 4
+            continue
+        assert (d1, d2) == (row[7][1][0], row[7][1][1]), seq
+        country = row[8][1]
+        assert (c1, c2) == ((None, None) if country is None else (country[0], country[1])), seq
 
 
 @pytest.mark.parametrize(
@@ -118,3 +224,34 @@ def test_bad_window_lists_are_refused_with_the_reason(
 ) -> None:
     with pytest.raises(Exception, match=message):
         list(rows(t_env, windows))
+
+
+@pytest.mark.parametrize(
+    ("item_columns", "message"),
+    [
+        ("merchant, card", r"item_columns: 'card' not in \[seq, k, amount, merchant"),
+        ("merchant, country, merchant", "'merchant' named twice"),
+        ("merchant,,country", "empty column name"),
+        ("merchant, country, device, ipnum, seq, k, amount, event_time, merchant2", "at most 8"),
+    ],
+)
+def test_bad_item_columns_are_refused_with_the_reason(
+    t_env: StreamTableEnvironment, item_columns: str, message: str
+) -> None:
+    with pytest.raises(Exception, match=message) as caught:
+        list(rows(t_env, "1 s", item_columns=item_columns))
+    # A wrong argument fails the same way every time: the job does not restart in a loop.
+    assert "SuppressRestartsException" in str(caught.value)
+
+
+def test_the_old_single_item_column_argument_is_refused(t_env: StreamTableEnvironment) -> None:
+    # Flink 2.2 ignores undeclared named arguments: without this refusal an old query would run
+    # and silently lose its distinct counts.
+    result = t_env.execute_sql("""
+        SELECT seq FROM SLIDING_WINDOW_FEATURES(
+          input => TABLE events_none PARTITION BY k, value_column => 'amount',
+          item_column => 'merchant', windows => '1 s', on_time => DESCRIPTOR(event_time))""")
+    expected = pytest.raises(Exception, match="item_column was replaced by item_columns")
+    with expected as caught, result.collect() as results:
+        list(results)
+    assert "SuppressRestartsException" in str(caught.value)

@@ -20,21 +20,45 @@ import org.apache.flink.types.Row;
  * <p>Flink's OVER ... RANGE window walks every row of the key's window on each firing, so busy keys
  * (a card under attack, a popular merchant) get slower the busier they are. Here every event is
  * added once and evicted once per window: the windows keep running count, sum and sum of squares,
- * monotonic deques for min and max, and per-item counts for exact distinct counts, all in keyed
- * state (RocksDB), touched by point reads and writes only.
+ * monotonic deques for min and max, and per-item counts for exact distinct and "same item" counts,
+ * all in keyed state (RocksDB), touched by point reads and writes only.
  *
  * <p>SQL: {@code SELECT * FROM SLIDING_WINDOW_FEATURES(input => TABLE events PARTITION BY card_id,
- * value_column => 'amount', item_column => 'merchant_id', windows => '1 min, 5 min, 1 h, 24 h',
- * on_time => DESCRIPTOR(event_time))}. Window i covers [t - length_i, t] for an event at time t.
- * The outputs are arrays with one element per window, in the order given.
+ * value_column => 'amount', item_columns => 'merchant_id, country, ip', windows => '1 min, 5 min,
+ * 1 h, 24 h', on_time => DESCRIPTOR(event_time))}. Window w covers [t - length_w, t] for an event at
+ * time t. Outputs, one element per window in the order given: counts, sums, avgs, mins, maxs,
+ * stddevs (population); per item column i (in the order given, at most {@link #MAX_ITEM_COLUMNS}):
+ * distincts[i][w], the number of distinct non-NULL values of column i in window w, and
+ * item_counts[i][w], the number of events in window w whose column i equals this event's (this
+ * event included; item_counts[i] is NULL when this event's value of column i is NULL). Without
+ * item_columns both are empty arrays. A row whose value is NULL gets NULL outputs and leaves the
+ * state untouched.
  *
  * <p>Events of one key are aggregated in arrival order. An event older than the newest event seen
  * for its key is aggregated as of that newest event (its windows may already hold later events):
  * keep the input ordered per key (Kafka does, per partition) for exact as-of-event values.
+ *
+ * <p>State layout (version 2; n windows, m item columns; every state entry expires after {@link
+ * #STATE_TTL} without writes). It depends on the number and order of windows and item columns, so
+ * a query that changes either needs fresh state (a different number of either is refused):
+ *
+ * <ul>
+ *   <li>{@code meta} (value, {@link Meta}): the running aggregates and the cached ends of each
+ *       window and deque. Per-window arrays have n elements; deque arrays 2n (min deque of window w
+ *       at 2w, max deque at 2w+1); {@code headItems} n*m (window-major: w*m + i); {@code distincts}
+ *       m*n (column-major: i*n + w).
+ *   <li>{@code log} (map, sequence number -> {@link Entry}): the events still in the longest
+ *       window, with their time, value and m items.
+ *   <li>{@code items} (map, item key -> long[n]): for each item value present in some window, how
+ *       many events of each window hold it. The item key is one char, {@code '0' + i}, followed by
+ *       the value as a string, so equal values of different columns are counted apart.
+ *   <li>{@code deques} (map, (deque << 48) | position -> {@link Slot}): the monotonic deques.
+ * </ul>
  */
 @DataTypeHint(
         "ROW<counts ARRAY<BIGINT>, sums ARRAY<DOUBLE>, avgs ARRAY<DOUBLE>, mins ARRAY<DOUBLE>, "
-                + "maxs ARRAY<DOUBLE>, stddevs ARRAY<DOUBLE>, distincts ARRAY<BIGINT>>")
+                + "maxs ARRAY<DOUBLE>, stddevs ARRAY<DOUBLE>, distincts ARRAY<ARRAY<BIGINT>>, "
+                + "item_counts ARRAY<ARRAY<BIGINT>>>")
 public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
 
     /**
@@ -48,6 +72,12 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
     static final long MAX_WINDOW_MS = 86_400_000L;
 
     /**
+     * Each item column costs a state read and write per event and per eviction; the bound keeps
+     * that cost in sight, and the one-char column prefix of item keys unambiguous.
+     */
+    static final int MAX_ITEM_COLUMNS = 8;
+
+    /**
      * Running aggregates and the positions of each window in the event log of one key. The ends of
      * each deque and each window's oldest entry are cached here, so that an event which evicts
      * nothing reads no other state.
@@ -56,13 +86,13 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
         public long next;
         public long newest;
         public long[] heads; // per window: sequence number of its oldest entry
-        public long[] headTimes; // per window: that entry's time, value and item
+        public long[] headTimes; // per window: that entry's time, value and items
         public double[] headValues;
-        public String[] headItems;
+        public String[] headItems; // [w * m + i]
         public long[] counts;
         public double[] sums;
         public double[] sumsqs;
-        public long[] distincts;
+        public long[] distincts; // [i * n + w]
         public long[] dequeHeads; // per window: min deque at 2w, max deque at 2w+1
         public long[] dequeTails;
         public long[] frontSeqs; // per deque: the front slot (the window's min or max) ...
@@ -70,11 +100,11 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
         public double[] backValues; // ... and the value of the back slot
     }
 
-    /** One event of the log: its time, value and item (for distinct counts). */
+    /** One event of the log: its time, value and items (one per item column, NULL allowed). */
     public static class Entry {
         public long time;
         public double value;
-        public String item;
+        public String[] items;
     }
 
     /** A deque slot: which event, and its value. */
@@ -90,7 +120,7 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
     private transient int longest;
     private transient boolean resolved;
     private transient int valueIndex;
-    private transient int itemIndex;
+    private transient int[] itemIndexes;
 
     public void eval(
             Context ctx,
@@ -107,17 +137,30 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
                             })
                     Row input,
             @ArgumentHint(name = "value_column") String valueColumn,
-            @ArgumentHint(name = "item_column", isOptional = true) String itemColumn,
-            @ArgumentHint(name = "windows") String windows)
+            @ArgumentHint(name = "item_columns", isOptional = true) String itemColumns,
+            @ArgumentHint(name = "windows") String windows,
+            // Replaced by item_columns. Declared only to refuse it: Flink 2.2 ignores named
+            // arguments a function does not declare, so an old query would silently lose its
+            // distinct counts.
+            @ArgumentHint(name = "item_column", isOptional = true) String oldItemColumn)
             throws Exception {
+        if (oldItemColumn != null) {
+            throw withoutRestarts(
+                    new IllegalArgumentException(
+                            "SLIDING_WINDOW_FEATURES: item_column was replaced by item_columns"
+                                    + " (a comma-separated list): write item_columns => '"
+                                    + oldItemColumn
+                                    + "'"));
+        }
         long[] windowLengths = lengths(windows);
         int n = windowLengths.length;
-        resolveColumns(ctx, valueColumn, itemColumn);
+        resolveColumns(ctx, valueColumn, itemColumns);
+        int m = itemIndexes.length;
         Object rawValue = input.getField(valueIndex);
         if (rawValue == null) {
             // Nothing to aggregate: NULL features for this row, state untouched, stream goes on.
             // (Feature SQL dead-letters such rows before they get here.)
-            collect(Row.of(null, null, null, null, null, null, null));
+            collect(Row.of(null, null, null, null, null, null, null, null));
             return;
         }
         long eventTime = ctx.timeContext(Long.class).time();
@@ -127,13 +170,28 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
             log.clear();
             items.clear();
             deques.clear();
-            reset(meta, n, eventTime);
+            reset(meta, n, m, eventTime);
+        } else if (meta.counts.length != n || meta.distincts.length != n * m) {
+            throw withoutRestarts(
+                    new IllegalStateException(
+                            "SLIDING_WINDOW_FEATURES: the state was built for "
+                                    + meta.counts.length
+                                    + " windows and "
+                                    + meta.distincts.length / meta.counts.length
+                                    + " item columns, the query asks for "
+                                    + n
+                                    + " and "
+                                    + m
+                                    + ": run the changed query without the old state"));
         }
         long now = Math.max(eventTime, meta.newest);
         meta.newest = now;
         double value = ((Number) rawValue).doubleValue();
-        Object rawItem = itemIndex < 0 ? null : input.getField(itemIndex);
-        String item = rawItem == null ? null : rawItem.toString();
+        String[] eventItems = new String[m];
+        for (int i = 0; i < m; i++) {
+            Object rawItem = input.getField(itemIndexes[i]);
+            eventItems[i] = rawItem == null ? null : rawItem.toString();
+        }
 
         // The longest window goes last: it deletes what it evicts from the log, and the others
         // may still need to read those entries to find their new oldest entry.
@@ -148,32 +206,39 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
         Entry entry = new Entry();
         entry.time = now;
         entry.value = value;
-        entry.item = item;
+        entry.items = eventItems;
         log.put(seq, entry);
-        long[] itemCounts = null;
-        if (item != null) {
-            itemCounts = items.get(item);
-            if (itemCounts == null) {
-                itemCounts = new long[n];
-            }
-        }
         for (int w = 0; w < n; w++) {
             if (meta.heads[w] == seq) { // the window was empty: this entry is its oldest
                 meta.headTimes[w] = now;
                 meta.headValues[w] = value;
-                meta.headItems[w] = item;
+                System.arraycopy(eventItems, 0, meta.headItems, w * m, m);
             }
             meta.counts[w]++;
             meta.sums[w] += value;
             meta.sumsqs[w] += value * value;
-            if (itemCounts != null && itemCounts[w]++ == 0) {
-                meta.distincts[w]++;
-            }
             push(meta, deques, 2 * w, seq, value, true);
             push(meta, deques, 2 * w + 1, seq, value, false);
         }
-        if (itemCounts != null) {
-            items.put(item, itemCounts);
+        Long[][] itemCountsOut = new Long[m][];
+        for (int i = 0; i < m; i++) {
+            if (eventItems[i] == null) {
+                continue; // counted nowhere; item_counts[i] stays NULL
+            }
+            String key = itemKey(i, eventItems[i]);
+            long[] itemCounts = items.get(key);
+            if (itemCounts == null) {
+                itemCounts = new long[n];
+            }
+            Long[] out = new Long[n];
+            for (int w = 0; w < n; w++) {
+                if (itemCounts[w]++ == 0) {
+                    meta.distincts[i * n + w]++;
+                }
+                out[w] = itemCounts[w];
+            }
+            items.put(key, itemCounts);
+            itemCountsOut[i] = out;
         }
 
         Long[] counts = new Long[n];
@@ -182,7 +247,6 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
         Double[] mins = new Double[n];
         Double[] maxs = new Double[n];
         Double[] stddevs = new Double[n];
-        Long[] distincts = new Long[n];
         for (int w = 0; w < n; w++) {
             long count = meta.counts[w];
             double mean = meta.sums[w] / count;
@@ -192,22 +256,27 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
             mins[w] = meta.frontValues[2 * w];
             maxs[w] = meta.frontValues[2 * w + 1];
             stddevs[w] = Math.sqrt(Math.max(0.0, meta.sumsqs[w] / count - mean * mean));
-            distincts[w] = itemIndex < 0 ? null : meta.distincts[w];
         }
-        collect(Row.of(counts, sums, avgs, mins, maxs, stddevs, distincts));
+        Long[][] distincts = new Long[m][n];
+        for (int i = 0; i < m; i++) {
+            for (int w = 0; w < n; w++) {
+                distincts[i][w] = meta.distincts[i * n + w];
+            }
+        }
+        collect(Row.of(counts, sums, avgs, mins, maxs, stddevs, distincts, itemCountsOut));
     }
 
-    private static void reset(Meta meta, int n, long eventTime) {
+    private static void reset(Meta meta, int n, int m, long eventTime) {
         meta.next = 0;
         meta.newest = eventTime;
         meta.heads = new long[n];
         meta.headTimes = new long[n];
         meta.headValues = new double[n];
-        meta.headItems = new String[n];
+        meta.headItems = new String[n * m];
         meta.counts = new long[n];
         meta.sums = new double[n];
         meta.sumsqs = new double[n];
-        meta.distincts = new long[n];
+        meta.distincts = new long[m * n];
         meta.dequeHeads = new long[2 * n];
         meta.dequeTails = new long[2 * n];
         meta.frontSeqs = new long[2 * n];
@@ -223,22 +292,28 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
             int w,
             long oldestKept)
             throws Exception {
+        int n = meta.counts.length;
+        int m = itemIndexes.length;
         while (meta.heads[w] < meta.next && meta.headTimes[w] < oldestKept) {
             long seq = meta.heads[w];
             double oldValue = meta.headValues[w];
-            String oldItem = meta.headItems[w];
             meta.counts[w]--;
             meta.sums[w] -= oldValue;
             meta.sumsqs[w] -= oldValue * oldValue;
-            if (oldItem != null) {
-                long[] itemCounts = items.get(oldItem);
+            for (int i = 0; i < m; i++) {
+                String oldItem = meta.headItems[w * m + i];
+                if (oldItem == null) {
+                    continue;
+                }
+                String key = itemKey(i, oldItem);
+                long[] itemCounts = items.get(key);
                 if (--itemCounts[w] == 0) {
-                    meta.distincts[w]--;
+                    meta.distincts[i * n + w]--;
                 }
                 if (allZero(itemCounts)) {
-                    items.remove(oldItem);
+                    items.remove(key);
                 } else {
-                    items.put(oldItem, itemCounts);
+                    items.put(key, itemCounts);
                 }
             }
             for (int d = 2 * w; d <= 2 * w + 1; d++) {
@@ -261,7 +336,9 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
                 Entry head = log.get(meta.heads[w]);
                 meta.headTimes[w] = head.time;
                 meta.headValues[w] = head.value;
-                meta.headItems[w] = head.item;
+                for (int i = 0; i < m; i++) {
+                    meta.headItems[w * m + i] = head.items[i];
+                }
             }
         }
         if (meta.counts[w] == 0) {
@@ -269,6 +346,11 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
             meta.sums[w] = 0.0;
             meta.sumsqs[w] = 0.0;
         }
+    }
+
+    /** The `items` state key of a value of item column i: the column, then the value. */
+    private static String itemKey(int column, String value) {
+        return (char) ('0' + column) + value;
     }
 
     private static boolean allZero(long[] counts) {
@@ -322,11 +404,10 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
         return longest;
     }
 
-    private void resolveColumns(Context ctx, String valueColumn, String itemColumn) {
+    private void resolveColumns(Context ctx, String valueColumn, String itemColumns) {
         if (resolved) {
             return;
         }
-        itemIndex = -1;
         List<String> names =
                 org.apache.flink.table.types.DataType.getFieldNames(
                         ctx.tableSemanticsFor("input").dataType());
@@ -337,16 +418,51 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
                             "SLIDING_WINDOW_FEATURES: value_column '" + valueColumn + "' not in "
                                     + names));
         }
-        if (itemColumn != null && !itemColumn.isEmpty()) {
-            itemIndex = names.indexOf(itemColumn);
-            if (itemIndex < 0) {
-                throw withoutRestarts(
-                        new IllegalArgumentException(
-                                "SLIDING_WINDOW_FEATURES: item_column '" + itemColumn + "' not in "
-                                        + names));
+        try {
+            List<String> columns = parseItemColumns(itemColumns);
+            itemIndexes = new int[columns.size()];
+            for (int i = 0; i < itemIndexes.length; i++) {
+                itemIndexes[i] = names.indexOf(columns.get(i));
+                if (itemIndexes[i] < 0) {
+                    throw new IllegalArgumentException(
+                            "item_columns: '" + columns.get(i) + "' not in " + names);
+                }
             }
+        } catch (IllegalArgumentException error) {
+            throw withoutRestarts(
+                    new IllegalArgumentException(
+                            "SLIDING_WINDOW_FEATURES: " + error.getMessage(), error));
         }
         resolved = true;
+    }
+
+    /**
+     * "merchant_id, country, ip" -> its names; NULL or blank: none. Refuses empty names,
+     * duplicates and more than {@link #MAX_ITEM_COLUMNS} columns.
+     */
+    static List<String> parseItemColumns(String spec) {
+        List<String> columns = new ArrayList<>();
+        if (spec == null || spec.isBlank()) {
+            return columns;
+        }
+        for (String part : spec.split(",", -1)) {
+            String name = part.trim();
+            if (name.isEmpty()) {
+                throw new IllegalArgumentException(
+                        "item_columns '" + spec + "': empty column name");
+            }
+            if (columns.contains(name)) {
+                throw new IllegalArgumentException(
+                        "item_columns '" + spec + "': '" + name + "' named twice");
+            }
+            columns.add(name);
+        }
+        if (columns.size() > MAX_ITEM_COLUMNS) {
+            throw new IllegalArgumentException(
+                    "item_columns '" + spec + "': " + columns.size()
+                            + " columns, at most " + MAX_ITEM_COLUMNS);
+        }
+        return columns;
     }
 
     private long[] lengths(String spec) {
@@ -368,7 +484,7 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
      * instead of restarting forever. SuppressRestartsException lives in flink-runtime, which every
      * cluster has but this jar does not compile against.
      */
-    private static RuntimeException withoutRestarts(RuntimeException error) {
+    static RuntimeException withoutRestarts(RuntimeException error) {
         try {
             return (RuntimeException)
                     Class.forName("org.apache.flink.runtime.execution.SuppressRestartsException")
