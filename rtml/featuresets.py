@@ -1,13 +1,21 @@
 """Feature set definitions: a SQL query under sql/features/ and a YAML file of metadata beside it.
 
-Users edit SQL and YAML, not Python. This module reads and checks the YAML and finds the SQL; every
+Users edit SQL and YAML, not Python. This module reads and checks the YAML and finds the SQL, and
+checks the query's columns against the YAML once Flink has planned it (`feature_columns`); every
 error names the file and line.
+
+A query is either per event (a row per event, e.g. SLIDING_WINDOW_FEATURES) or a windowed GROUP BY
+(TUMBLE, HOP, SESSION: a row per entity and window, written when the watermark passes the window's
+end). Both name the same three columns: the entity, an event-time attribute (for a windowed GROUP
+BY its `window_time`) and the event time of the Redis values in epoch ms (for a window its end, or
+e.g. its last event). Every other column is a feature, in Redis and on the features topic.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +30,12 @@ _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|sec|m|min|h|hour|hours|d|day|days)\s*
 _UNIT_MS = {"ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000}
 _UNIT_MS |= {"h": 3_600_000, "hour": 3_600_000, "hours": 3_600_000}
 _UNIT_MS |= {"d": 86_400_000, "day": 86_400_000, "days": 86_400_000}
+# Flink type roots a Redis feature value can hold (int, float, str, bool; rtml.online_store).
+_FEATURE_TYPES = {"BOOLEAN", "TINYINT", "SMALLINT", "INT", "INTEGER", "BIGINT", "FLOAT", "DOUBLE"}
+_FEATURE_TYPES |= {"CHAR", "VARCHAR", "STRING"}
+_EPOCH_MS_TYPES = {"BIGINT", "INT", "INTEGER"}
+_TYPE_ROOT = re.compile(r"^\s*([A-Z_]+)")
+_EPOCH_MS_SQL = "EXTRACT(EPOCH FROM t) * 1000 + EXTRACT(MILLISECOND FROM t)"  # exact, in UTC
 
 
 class FeatureSetError(ValueError):
@@ -55,6 +69,8 @@ class FeatureSetDefinition:
     features_topic: str
     source: SourceDefinition
     definition: Path
+    # line of each top-level key in the YAML file, for errors found later (e.g. a missing column)
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
 
 def parse_duration(text: object) -> int:
@@ -71,7 +87,7 @@ class _Reader:
     def __init__(self, path: Path, node: yaml.MappingNode, data: dict[str, Any]) -> None:
         self.path, self.node, self.data = path, node, data
 
-    def _line(self, key: str | None = None) -> int:
+    def line(self, key: str | None = None) -> int:
         if key is not None:
             for key_node, value_node in self.node.value:
                 if key_node.value == key:
@@ -79,7 +95,7 @@ class _Reader:
         return self.node.start_mark.line + 1
 
     def fail(self, key: str | None, message: str) -> FeatureSetError:
-        return FeatureSetError(f"{self.path}:{self._line(key)}: {message}")
+        return FeatureSetError(f"{self.path}:{self.line(key)}: {message}")
 
     def get(self, key: str, kind: type | tuple[type, ...], *, default: object = ...) -> Any:
         if key not in self.data:
@@ -180,4 +196,81 @@ def load(name: str, features_dir: Path = FEATURES_DIR) -> FeatureSetDefinition:
             dead_letter_topic=source.topic("dead_letter_topic"),
         ),
         definition=path,
+        lines={key: top.line(key) for key in data},
     )
+
+
+def _type_root(flink_type: str) -> str:
+    """'TIMESTAMP_LTZ(3) NOT NULL *ROWTIME*' -> 'TIMESTAMP_LTZ', 'ARRAY<BIGINT>' -> 'ARRAY'."""
+    match = _TYPE_ROOT.match(flink_type.upper())
+    return match.group(1) if match else flink_type
+
+
+def _query_line(query: Path, column: str) -> int:
+    """The first line of the query (outside comments) that names `column`, its SELECT; else 1."""
+    pattern = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(column)}(?![A-Za-z0-9_])", re.I)
+    for number, line in enumerate(query.read_text().splitlines(), start=1):
+        if pattern.search(line.split("--", 1)[0]):
+            return number
+    return 1
+
+
+def _type_hint(type_root: str) -> str:
+    """How to turn a column Redis cannot store into one it can."""
+    if type_root.startswith(("TIMESTAMP", "DATE", "TIME")):
+        return f"select epoch ms instead ({_EPOCH_MS_SQL})"
+    if type_root == "DECIMAL":
+        return "CAST it to DOUBLE"
+    return "select what it holds as columns of their own"
+
+
+def feature_columns(
+    definition: FeatureSetDefinition, columns: Sequence[tuple[str, str]]
+) -> list[str]:
+    """The query's feature columns (the Redis values), after checking its columns fit the YAML.
+
+    `columns` are the planned query's (name, Flink type) pairs, e.g. ("window_time",
+    "TIMESTAMP_LTZ(3) NOT NULL *ROWTIME*"). The entity, event-time and event-time-ms columns must
+    exist with fitting types, and every other column must be a type Redis stores (numbers,
+    strings, booleans): a job that would fail on its first row fails here, before it starts.
+    """
+    types = {name: _type_root(flink_type) for name, flink_type in columns}
+
+    def fail(key: str, message: str) -> FeatureSetError:
+        line = definition.lines.get(key, 1)
+        return FeatureSetError(f"{definition.definition}:{line}: {key} {message}")
+
+    for key in ("entity", "event_time", "event_time_ms"):
+        column = getattr(definition, key)
+        if column not in types:
+            listing = ", ".join(name for name, _ in columns)
+            raise fail(key, f"{column!r} is not a column of {definition.query.name} ({listing})")
+    entity_type = types[definition.entity]
+    if entity_type not in _FEATURE_TYPES - {"BOOLEAN", "FLOAT", "DOUBLE"}:
+        raise fail("entity", f"{definition.entity!r} is {entity_type}, not a string or integer")
+    time_type = types[definition.event_time]
+    if not time_type.startswith("TIMESTAMP"):
+        raise fail(
+            "event_time",
+            f"{definition.event_time!r} is {time_type}, not a TIMESTAMP "
+            "(a windowed GROUP BY has window_time)",
+        )
+    ms_type = types[definition.event_time_ms]
+    if ms_type not in _EPOCH_MS_TYPES:
+        raise fail(
+            "event_time_ms",
+            f"{definition.event_time_ms!r} is {ms_type}, not epoch milliseconds (BIGINT); "
+            f"of a window's end t: {_EPOCH_MS_SQL}",
+        )
+    keys = {definition.entity, definition.event_time, definition.event_time_ms}
+    features = [name for name, _ in columns if name not in keys]
+    for name in features:
+        if types[name] not in _FEATURE_TYPES:
+            raise FeatureSetError(
+                f"{definition.query}:{_query_line(definition.query, name)}: column {name!r} is "
+                f"{types[name]}: a feature is a number, string or boolean; "
+                f"{_type_hint(types[name])}"
+            )
+    if not features:
+        raise FeatureSetError(f"{definition.query}:1: the query has no feature columns")
+    return features

@@ -114,3 +114,116 @@ def test_durations(text: str, ms: int) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match="is not a duration"):
         parse_duration(text)
+
+
+# -- the query's columns against the YAML (feature_columns) --------------------------------------
+
+SESSION_COLUMNS = [
+    ("user_id", "STRING"),
+    ("window_time", "TIMESTAMP_LTZ(3) NOT NULL *ROWTIME*"),
+    ("session_start_ms", "BIGINT"),
+    ("session_last_ms", "BIGINT"),
+    ("events", "BIGINT NOT NULL"),
+    ("view_to_cart_ratio", "DOUBLE"),
+    ("bot", "BOOLEAN"),
+]
+WINDOWED = {**GOOD, "entity": "user_id", "event_time": "window_time"}
+WINDOWED["event_time_ms"] = "session_last_ms"
+
+
+@pytest.mark.parametrize(
+    "name", ["clickstream_session", "clickstream_category", "clickstream_item", "clickstream_user"]
+)
+def test_the_shipped_clickstream_definitions_load(name: str) -> None:
+    definition = featuresets.load(name)
+    assert definition.source.sql.name == "clickstream_events.sql"
+    assert definition.source.topic == "rtml.clickstream.events"
+    assert definition.features_topic == f"rtml.features.{name}"
+    assert definition.query.name == f"{name}.sql"
+
+
+def test_feature_columns_of_a_windowed_group_by(tmp_path: Path) -> None:
+    definition = featuresets.load("cards", write(tmp_path, WINDOWED))
+    features = featuresets.feature_columns(definition, SESSION_COLUMNS)
+    # every column but the entity, the time attribute and the Redis event time, in query order
+    assert features == ["session_start_ms", "events", "view_to_cart_ratio", "bot"]
+
+
+def test_feature_columns_of_a_per_event_query(tmp_path: Path) -> None:
+    definition = featuresets.load("cards", write(tmp_path, GOOD))
+    columns = [
+        ("card_id", "STRING"),
+        ("event_time", "TIMESTAMP_LTZ(3)"),
+        ("ts", "BIGINT"),
+        ("tx_count_1m", "BIGINT"),
+        ("amount", "DOUBLE"),
+    ]
+    assert featuresets.feature_columns(definition, columns) == ["tx_count_1m", "amount"]
+
+
+@pytest.mark.parametrize(
+    ("columns", "line", "message"),
+    [
+        (
+            [c for c in SESSION_COLUMNS if c[0] != "user_id"],
+            4,
+            "entity 'user_id' is not a column of cards.sql (window_time, session_start_ms",
+        ),
+        (
+            [c for c in SESSION_COLUMNS if c[0] != "window_time"],
+            5,
+            "event_time 'window_time' is not a column of cards.sql",
+        ),
+        (
+            [("user_id", "DOUBLE"), *SESSION_COLUMNS[1:]],
+            4,
+            "entity 'user_id' is DOUBLE, not a string or integer",
+        ),
+        (
+            [SESSION_COLUMNS[0], ("window_time", "BIGINT"), *SESSION_COLUMNS[2:]],
+            5,
+            "event_time 'window_time' is BIGINT, not a TIMESTAMP",
+        ),
+        (
+            [*SESSION_COLUMNS[:3], ("session_last_ms", "TIMESTAMP(3) NOT NULL")],
+            6,
+            "event_time_ms 'session_last_ms' is TIMESTAMP, not epoch milliseconds (BIGINT); of a "
+            "window's end t: EXTRACT(EPOCH FROM t) * 1000 + EXTRACT(MILLISECOND FROM t)",
+        ),
+    ],
+)
+def test_key_columns_that_do_not_fit_name_the_yaml_line(
+    tmp_path: Path, columns: list, line: int, message: str
+) -> None:
+    definition = featuresets.load("cards", write(tmp_path, WINDOWED))
+    with pytest.raises(FeatureSetError) as failure:
+        featuresets.feature_columns(definition, columns)
+    assert str(failure.value).startswith(f"{tmp_path / 'cards.yaml'}:{line}: {message}")
+
+
+@pytest.mark.parametrize(
+    ("flink_type", "message"),
+    [
+        ("TIMESTAMP(3) NOT NULL", "is TIMESTAMP: a feature is a number, string or boolean; "
+         "select epoch ms instead (EXTRACT(EPOCH FROM t) * 1000 + EXTRACT(MILLISECOND FROM t))"),
+        ("DECIMAL(10, 2)", "is DECIMAL: a feature is a number, string or boolean; CAST it to"),
+        ("ARRAY<BIGINT>", "is ARRAY: a feature is a number, string or boolean; select what it"),
+    ],
+)  # fmt: skip
+def test_a_feature_redis_cannot_store_names_the_query_line(
+    tmp_path: Path, flink_type: str, message: str
+) -> None:
+    definition = featuresets.load("cards", write(tmp_path, WINDOWED))
+    (tmp_path / "cards.sql").write_text(
+        "-- window_start in a comment is not its line\nSELECT user_id,\n  window_start,\n  1\n"
+    )
+    with pytest.raises(FeatureSetError) as failure:
+        featuresets.feature_columns(definition, [*SESSION_COLUMNS, ("window_start", flink_type)])
+    assert str(failure.value).startswith(f"{tmp_path / 'cards.sql'}:3: column 'window_start' ")
+    assert message in str(failure.value)
+
+
+def test_a_query_of_only_key_columns_has_no_features(tmp_path: Path) -> None:
+    definition = featuresets.load("cards", write(tmp_path, WINDOWED))
+    with pytest.raises(FeatureSetError, match=r"cards.sql:1: the query has no feature columns"):
+        featuresets.feature_columns(definition, [SESSION_COLUMNS[i] for i in (0, 1, 3)])
