@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from pyflink.common import Configuration
 from pyflink.datastream import StreamExecutionEnvironment
@@ -45,11 +45,18 @@ def job_configuration(settings: JobSettings, job_name: str) -> dict[str, str]:
     return conf
 
 
-def table_environment(settings: JobSettings, job_name: str) -> StreamTableEnvironment:
-    """A streaming table environment configured by `job_configuration`, rtml's functions known."""
+def table_environment(
+    settings: JobSettings, job_name: str, *, overrides: Mapping[str, str | None] | None = None
+) -> StreamTableEnvironment:
+    """A streaming table environment configured by `job_configuration`, rtml's functions known.
+
+    `overrides` change that configuration (a None value removes the key), e.g. for offline runs.
+    """
+    conf: dict[str, str | None] = {**job_configuration(settings, job_name), **(overrides or {})}
     config = Configuration()
-    for key, value in job_configuration(settings, job_name).items():
-        config.set_string(key, value)
+    for key, value in conf.items():
+        if value is not None:
+            config.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(config)
     t_env = StreamTableEnvironment.create(env)
     for statement in sqlfiles.load("functions.sql", {}):

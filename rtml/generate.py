@@ -19,6 +19,7 @@ class Record:
     key: bytes | None
     value: bytes
     partition: int | None = None  # None: the producer's partitioner picks by key
+    timestamp_ms: int | None = None  # None: the producer's clock (Kafka's CreateTime)
 
 
 def smoke_events(
@@ -73,8 +74,9 @@ def produce(
     try:
         for record in records:
             future = producer.send(
-                topic, key=record.key, value=record.value, partition=record.partition
-            )
+                topic, key=record.key, value=record.value, partition=record.partition,
+                timestamp_ms=record.timestamp_ms,
+            )  # fmt: skip
             future.add_errback(failures.append)
             sent += 1
             if rate:

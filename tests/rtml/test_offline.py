@@ -1,0 +1,206 @@
+"""Bounded Kafka ranges: parsing, warm-up and resolution against a fake broker (no services)."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+import pytest
+
+from rtml import featuresets
+from rtml.offline import (
+    KafkaRange,
+    RangeError,
+    format_time,
+    longest_window_ms,
+    parse_offsets,
+    parse_time,
+    resolve,
+)
+
+MIN = 60_000
+HOUR = 60 * MIN
+T0 = 1_795_000_000_000
+
+
+@dataclass
+class FakeBroker:
+    """A topic as lists of record timestamps per partition; offsets below `deleted` are gone."""
+
+    timestamps: dict[int, list[int]]
+    deleted: dict[int, int] = field(default_factory=dict)
+    groups: dict[str, dict[int, int | None]] = field(default_factory=dict)
+
+    def partitions(self) -> list[int]:
+        return sorted(self.timestamps)
+
+    def log_start(self) -> dict[int, int]:
+        return {p: self.deleted.get(p, 0) for p in self.timestamps}
+
+    def log_end(self) -> dict[int, int]:
+        return {p: len(ts) for p, ts in self.timestamps.items()}
+
+    def offsets_for_time(self, ts_ms: int) -> dict[int, int | None]:
+        found: dict[int, int | None] = {}
+        for p, stamps in self.timestamps.items():
+            offset = max(bisect.bisect_left(stamps, ts_ms), self.deleted.get(p, 0))
+            found[p] = offset if offset < len(stamps) else None
+        return found
+
+    def timestamp_at(self, partition: int, offset: int) -> int:
+        return self.timestamps[partition][offset]
+
+    def committed(self, group: str) -> dict[int, int | None]:
+        return self.groups.get(group, {})
+
+
+def minutes(*values: int) -> list[int]:
+    return [T0 + v * MIN for v in values]
+
+
+# partition 0: one record a minute for 3 h; partition 1: one every 2 min; partition 2: empty
+BROKER = FakeBroker({0: minutes(*range(180)), 1: minutes(*range(0, 180, 2)), 2: []})
+
+
+def test_parse_time_accepts_iso_and_epoch_ms() -> None:
+    assert parse_time("2026-11-01T00:00") == 1_793_491_200_000  # naive means UTC
+    assert parse_time("2026-11-01T01:00+01:00") == 1_793_491_200_000
+    assert parse_time("2026-11-01T00:00:00Z") == 1_793_491_200_000
+    assert parse_time("1793491200000") == 1_793_491_200_000
+    assert format_time(1_793_491_200_000) == "2026-11-01T00:00:00.000Z"
+    with pytest.raises(ValueError, match="ISO-8601"):
+        parse_time("yesterday")
+
+
+def test_parse_offsets() -> None:
+    assert parse_offsets("0:100-500, 1:250") == ({0: 100, 1: 250}, {0: 500})
+    with pytest.raises(ValueError, match="PARTITION:START"):
+        parse_offsets("0-100")
+    with pytest.raises(ValueError, match="twice"):
+        parse_offsets("0:1,0:2")
+    with pytest.raises(ValueError, match="end 5 < start 10"):
+        parse_offsets("0:10-5")
+
+
+def test_range_from_command_line_options() -> None:
+    assert KafkaRange.from_options() == KafkaRange.everything()
+    by_time = KafkaRange.from_options("2026-11-01T00:00", "2026-11-01T01:00")
+    assert (by_time.kind, by_time.to_ms - by_time.from_ms) == ("time", HOUR)
+    assert KafkaRange.from_options(offsets="0:5").start_offsets == {0: 5}
+    assert KafkaRange.from_options(group="g", to="1793491200000").to_ms == 1_793_491_200_000
+    for bad, message in [
+        ({"offsets": "0:5", "from_": "2026-11-01T00:00"}, "cannot be combined"),
+        ({"group": "g", "from_": "2026-11-01T00:00"}, "drop --from"),
+        ({"to": "2026-11-01T00:00"}, "--to needs"),
+        ({"from_": "2026-11-01T01:00", "to": "2026-11-01T00:00"}, "empty range"),
+    ]:
+        with pytest.raises(RangeError, match=message):
+            KafkaRange.from_options(**bad)
+
+
+def test_longest_window_is_read_from_the_query() -> None:
+    query = featuresets.load("fraud_card").query.read_text()
+    assert longest_window_ms(query) == 24 * HOUR
+    assert longest_window_ms("SELECT ... windows => '30 seconds, 2 minutes'") == 2 * MIN
+    over = "COUNT(*) OVER (PARTITION BY k ORDER BY t RANGE BETWEEN INTERVAL '10' MINUTE PRECEDING"
+    assert longest_window_ms(over) == 10 * MIN
+    assert longest_window_ms("-- windows => '2 d'\nSELECT a FROM b") is None  # comments ignored
+    with pytest.raises(RangeError, match="not a length"):
+        longest_window_ms("windows => '5 fortnights'")
+
+
+def test_time_range_starts_a_warm_up_earlier_and_ends_after_the_slack() -> None:
+    resolved = resolve(
+        KafkaRange.by_time(T0 + 100 * MIN, T0 + 120 * MIN), BROKER,
+        topic="t", warm_up_ms=30 * MIN, slack_ms=2 * MIN,
+    )  # fmt: skip
+    assert resolved.first == {0: 100, 1: 50, 2: 0}
+    assert resolved.start == {0: 68, 1: 34, 2: 0}  # from - 30 min window - 2 min slack
+    assert resolved.end == {0: 122, 1: 61, 2: 0}  # to + 2 min slack, exclusive
+    assert (resolved.from_ms, resolved.to_ms) == (T0 + 100 * MIN, T0 + 120 * MIN)
+    assert (
+        resolved.start_option()
+        == "partition:0,offset:68;partition:1,offset:34;partition:2,offset:0"
+    )
+    assert (
+        resolved.end_option() == "partition:0,offset:122;partition:1,offset:61;partition:2,offset:0"
+    )
+    assert resolved.warnings == ()
+
+
+def test_open_ended_time_range_reads_to_the_end() -> None:
+    resolved = resolve(KafkaRange.by_time(T0 + 170 * MIN), BROKER, topic="t", warm_up_ms=0)
+    assert resolved.end == {0: 180, 1: 90, 2: 0}
+    assert resolved.offsets_in_range == 10 + 5
+
+
+def test_whole_topic() -> None:
+    resolved = resolve(KafkaRange.everything(), BROKER, topic="t", warm_up_ms=HOUR)
+    assert (resolved.start, resolved.end) == ({0: 0, 1: 0, 2: 0}, {0: 180, 1: 90, 2: 0})
+    assert resolved.from_ms is None and resolved.warm_up_ms == 0
+
+
+def test_empty_range_and_range_beyond_the_end_are_clear_errors() -> None:
+    gaps = FakeBroker({0: minutes(0, 1, 50, 51)})
+    with pytest.raises(RangeError, match="empty range: no record of topic t between"):
+        resolve(KafkaRange.by_time(T0 + 10 * MIN, T0 + 20 * MIN), gaps, topic="t", warm_up_ms=0)
+    with pytest.raises(
+        RangeError, match="beyond the end of topic t: --from .* is after its newest"
+    ):
+        resolve(KafkaRange.by_time(T0 + 500 * MIN), BROKER, topic="t", warm_up_ms=0)
+    with pytest.raises(RangeError, match="has no records"):
+        resolve(KafkaRange.everything(), FakeBroker({0: [], 1: []}), topic="t", warm_up_ms=0)
+    with pytest.raises(RangeError, match="does not exist"):
+        resolve(KafkaRange.everything(), FakeBroker({}), topic="t", warm_up_ms=0)
+
+
+def test_offsets_range() -> None:
+    resolved = resolve(
+        KafkaRange.by_offsets({0: 100, 1: 50}, {0: 110}), BROKER, topic="t", warm_up_ms=10 * MIN
+    )
+    assert resolved.first == {0: 100, 1: 50, 2: 0}
+    assert resolved.end == {0: 110, 1: 90, 2: 0}
+    assert resolved.from_ms == T0 + 100 * MIN  # the oldest first record of the range
+    assert resolved.start == {0: 90, 1: 45, 2: 0}
+    # a partition not named is not read
+    only_one = resolve(KafkaRange.by_offsets({1: 10}), BROKER, topic="t", warm_up_ms=0)
+    assert only_one.start[0] == only_one.end[0] == 180
+
+
+def test_offsets_errors() -> None:
+    deleted = FakeBroker({0: minutes(*range(100))}, deleted={0: 40})
+    with pytest.raises(RangeError, match="offset 10 was deleted .* the log starts at 40"):
+        resolve(KafkaRange.by_offsets({0: 10}), deleted, topic="t", warm_up_ms=0)
+    with pytest.raises(
+        RangeError, match="beyond the end of topic t: partition 0 ends at offset 180"
+    ):
+        resolve(KafkaRange.by_offsets({0: 100}, {0: 181}), BROKER, topic="t", warm_up_ms=0)
+    with pytest.raises(RangeError, match="beyond the end .* not 200"):
+        resolve(KafkaRange.by_offsets({0: 200}), BROKER, topic="t", warm_up_ms=0)
+    with pytest.raises(RangeError, match="no partition \\[7\\]"):
+        resolve(KafkaRange.by_offsets({7: 0}), BROKER, topic="t", warm_up_ms=0)
+    with pytest.raises(RangeError, match="empty range"):
+        resolve(KafkaRange.by_offsets({0: 180, 1: 90}), BROKER, topic="t", warm_up_ms=0)
+
+
+def test_deleted_records_inside_a_time_range_fail_and_a_short_warm_up_warns() -> None:
+    deleted = FakeBroker({0: minutes(*range(100))}, deleted={0: 40})
+    with pytest.raises(RangeError, match="records before offset 40 were deleted"):
+        resolve(KafkaRange.by_time(T0 + 30 * MIN), deleted, topic="t", warm_up_ms=0)
+    resolved = resolve(KafkaRange.by_time(T0 + 50 * MIN), deleted, topic="t", warm_up_ms=HOUR)
+    assert resolved.start == {0: 40}
+    assert "warm-up starts at" in resolved.warnings[0]
+
+
+def test_group_range() -> None:
+    broker = FakeBroker(BROKER.timestamps, groups={"g": {0: 170, 1: 85, 2: 0}, "half": {0: 1}})
+    resolved = resolve(KafkaRange.from_group("g"), broker, topic="t", warm_up_ms=5 * MIN)
+    assert resolved.first == {0: 170, 1: 85, 2: 0}
+    assert resolved.end == {0: 180, 1: 90, 2: 0}
+    assert resolved.start == {0: 165, 1: 83, 2: 0}
+    upto = resolve(KafkaRange.from_group("g", T0 + 175 * MIN), broker, topic="t", warm_up_ms=0)
+    assert upto.end == {0: 175, 1: 88, 2: 0}
+    with pytest.raises(RangeError, match="'nobody' has no committed offsets"):
+        resolve(KafkaRange.from_group("nobody"), broker, topic="t", warm_up_ms=0)
+    with pytest.raises(RangeError, match="no committed offset for partitions \\[1, 2\\]"):
+        resolve(KafkaRange.from_group("half"), broker, topic="t", warm_up_ms=0)
