@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 
 from pydantic_settings import BaseSettings
 
-from rtml import flinkrest, generate
+from rtml import flinkrest, generate, statecheck
 from rtml.generators import GENERATORS
 from rtml.settings import LOOPBACK, SmokeJobSettings, StackSettings
 
@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--detached", action="store_true", help="return once submitted, print the job id"
     )
+    submit.add_argument(
+        "--backfill", action="store_true",
+        help="features: start with empty windows and rebuild them by re-reading the source "
+        "topic for the feature set's longest window",
+    )  # fmt: skip
 
     jobs = commands.add_parser("jobs", help="list, stop or cancel jobs on a cluster")
     jobs.add_argument("--cluster", default=default_cluster, help=cluster_help)
@@ -118,6 +123,52 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("featureset")
     get.add_argument("entity_id")
     get.add_argument("--json", action="store_true", help="one JSON object (null if none)")
+
+    train = commands.add_parser(
+        "train", help="train a model on features computed offline by a feature set's own SQL"
+    )
+    train_commands = train.add_subparsers(dest="model", required=True)
+    train_fraud = train_commands.add_parser(
+        "fraud",
+        help="fraud_card features of labelled transactions -> primary (gradient boosting) and "
+        "fallback (logistic regression) models; publishes the primary to the model server",
+    )
+    train_fraud.add_argument("--out", required=True, help="folder for primary/ and fallback/")
+    train_fraud.add_argument("--events", type=int, default=5000, help="transactions to generate")
+    train_fraud.add_argument("--seed", type=int, default=0)
+    train_fraud.add_argument(
+        "--rate", type=float, default=2.0, help="generated events per second of event time"
+    )
+    train_fraud.add_argument("--fraud-fraction", type=float, default=0.03)
+    train_fraud.add_argument(
+        "--topic", help="train on this topic's records instead of generating (with --from/--to, "
+        "--offsets or --group; default the whole topic)",
+    )  # fmt: skip
+    train_fraud.add_argument("--from", dest="from_", metavar="TIME", help="ISO-8601 or epoch ms")
+    train_fraud.add_argument("--to", metavar="TIME", help="ISO-8601 or epoch ms (exclusive)")
+    train_fraud.add_argument("--offsets", help="PARTITION:START[-END],... (END exclusive)")
+    train_fraud.add_argument("--group", help="from this consumer group's committed offsets")
+    train_fraud.add_argument(
+        "--labels-topic", default="rtml.fraud.labels", help="with --topic: where labels are"
+    )
+    train_fraud.add_argument("--model-name", default="fraud", help="name on the model server")
+    train_fraud.add_argument(
+        "--no-publish", action="store_true", help="only write the artifacts under --out"
+    )
+
+    models = commands.add_parser("models", help="model versions the scoring jobs use")
+    models_commands = models.add_subparsers(dest="action", required=True)
+    promote = models_commands.add_parser(
+        "promote", help="make VERSION the one running scoring jobs call (no restart)"
+    )
+    promote.add_argument("model", help="model name on the model server (e.g. fraud)")
+    promote.add_argument("version", help="a version the model server serves")
+    promote.add_argument(
+        "--no-check", action="store_true", help="do not ask the model server whether it serves it"
+    )
+    models_commands.add_parser(
+        "withdraw", help="drop the promotion: jobs go back to their configured version"
+    ).add_argument("model")
     return parser
 
 
@@ -160,13 +211,16 @@ def _print_status(stack: object) -> None:
 def _submit(args: argparse.Namespace) -> int:
     from rtml.stack import Stack
 
+    if args.backfill and args.from_savepoint:
+        raise SystemExit("error: --backfill starts with empty windows: drop --from-savepoint")
+
     job_id = Stack().submit(
         args.job,
         cluster=args.cluster,
         detached=args.detached,
         from_savepoint=args.from_savepoint,
         allow_non_restored_state=args.allow_non_restored_state,
-        job_args=args.job_args,
+        job_args=[*args.job_args, *(["--backfill"] if args.backfill else [])],
     )
     if job_id:
         print(job_id)
@@ -181,8 +235,14 @@ def _jobs(args: argparse.Namespace) -> int:
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.start_time_ms / 1000))
             print(f"{job.job_id:<34} {job.state:<12} {started:<20} {job.name}")
     elif args.action == "stop":
+        saved = rest.user_config(args.job_id).get(statecheck.JOB_PARAMETER)
         location = rest.stop_with_savepoint(args.job_id, args.savepoint_dir)
         print(location)
+        if saved:  # what the state means, for the check of `rtml submit --from-savepoint`
+            written = statecheck.write_saved(location, statecheck.Manifest.from_parameter(saved))
+            if written is None:
+                note = "its state manifest was not written: resuming from it cannot be checked"
+                print(f"note: {location} is not a local folder; {note}", file=sys.stderr)
     else:
         rest.cancel(args.job_id)
         print(f"cancelling {args.job_id}")
@@ -264,13 +324,57 @@ def _features(args: argparse.Namespace) -> int:
     )
 
 
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rtml.offline import KafkaRange
+    from rtml.training.fraud import TrainOptions, train_fraud
+
+    ranged = any(v is not None for v in (args.from_, args.to, args.offsets, args.group))
+    if ranged and args.topic is None:
+        raise ValueError("--from, --to, --offsets and --group need --topic")
+    options = TrainOptions(
+        out=Path(args.out), events=args.events, seed=args.seed, rate=args.rate,
+        fraud_fraction=args.fraud_fraction, topic=args.topic,
+        kafka_range=KafkaRange.from_options(args.from_, args.to, args.offsets, args.group)
+        if args.topic else None,
+        labels_topic=args.labels_topic, model_name=args.model_name, publish=not args.no_publish,
+    )  # fmt: skip
+    train_fraud(options)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from rtml import demo
 
     return demo.run()
 
 
+def _models(args: argparse.Namespace) -> int:
+    from rtml import v2client
+    from rtml.scoring import model_versions
+    from rtml.settings import ScoringJobSettings
+
+    settings = ScoringJobSettings()
+    version = args.version if args.action == "promote" else None
+    # A version the server does not serve would send every request to the fallbacks.
+    serving = version is None or args.no_check
+    if not serving and not v2client.model_ready(settings.model_url, args.model, version):
+        raise ValueError(
+            f"{settings.model_url} does not serve model {args.model} version {version} "
+            "(publish and load it first, or pass --no-check)"
+        )
+    model_versions.promote(
+        settings.kafka_bootstrap, args.model, version, settings.scoring_models_topic
+    )
+    shown = f"version {version}" if version else "its configured version"
+    print(f"{args.model}: scoring jobs now use {shown} ({settings.scoring_models_topic})")
+    return 0
+
+
 HANDLERS = {
+    "models": _models,
+    "train": _train,
     "demo": _demo,
     "stack": _stack,
     "submit": _submit,

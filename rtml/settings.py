@@ -141,6 +141,9 @@ class JobSettings(BaseSettings):
     detached: bool = Field(
         False, description="return once the job is submitted instead of waiting for it to end"
     )
+    restore_from: str = Field(
+        "", description="the savepoint `rtml submit --from-savepoint` restores (set by rtml)"
+    )
 
     @model_validator(mode="after")
     def _local_broker_by_default(self) -> JobSettings:
@@ -219,7 +222,34 @@ class ScoringJobSettings(JobSettings):
     )
     scoring_breaker_cooldown_ms: float = Field(1000.0, description="how long the breaker is open")
     scoring_breaker_half_open_probes: int = 1
-    scoring_threshold: float = Field(0.5, description="decision = score >= threshold")
+    scoring_threshold: float = Field(
+        0.5, description="decision = score >= threshold (unset: the model metadata's, else 0.5)"
+    )
+    scoring_featureset: str = Field("fraud_card", description="feature set the job scores")
+    scoring_model_repo: Path | None = Field(
+        None, description="model repository with metadata.json per version (default: HOME/models)"
+    )
+    scoring_predictions_topic: str = Field(
+        "", description="predictions topic (default: rtml.predictions.<model>)"
+    )
+    scoring_dead_letter_topic: str = Field(
+        "", description="the scoring job's dead letters (default: rtml.scoring.<model>.dead-letter)"
+    )
+    scoring_models_topic: str = Field(
+        "rtml.models.current", description="log-compacted topic naming each model's current version"
+    )
+    scoring_follow_versions: bool = Field(
+        True, description="follow the models topic (off: the configured version only)"
+    )
+    scoring_id_prefix: str = Field(
+        "rtml-scoring", description="consumer group and transactional id prefix of scoring jobs"
+    )
+    scoring_batch_size: int = Field(
+        1000, description="rows per Arrow batch = per score() call (and per Python bundle)"
+    )
+    scoring_linger_ms: int = Field(
+        50, description="a batch is scored after this long even if not full"
+    )
 
     @model_validator(mode="after")
     def _local_model_server_by_default(self) -> ScoringJobSettings:

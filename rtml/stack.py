@@ -485,7 +485,11 @@ class Stack:
             detached=detached,
             job_args=job_args,
         )
-        return flinkrest.submit(argv, {**os.environ, **self.flink_client_env()}, detached=detached)
+        env = {**os.environ, **self.flink_client_env()}
+        env.pop("RTML_RESTORE_FROM", None)
+        if from_savepoint:  # the job checks that the savepoint's state still fits it
+            env["RTML_RESTORE_FROM"] = from_savepoint
+        return flinkrest.submit(argv, env, detached=detached)
 
     def flink_client_env(self) -> dict[str, str]:
         """`flink_env` for the `flink` CLI, which also runs where no local stack was ever started.
