@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import uuid
+from pathlib import Path
 
-from rtml.settings import ephemeral_stack_settings, settings_env
+import yaml
 
-__all__ = ["ephemeral_stack_settings", "run_rtml", "settings_env"]
+from rtml.settings import PROJECT_ROOT, ephemeral_stack_settings, settings_env
+
+__all__ = ["ephemeral_stack_settings", "private_featureset", "run_rtml", "settings_env"]
 
 
 def run_rtml(
@@ -18,3 +23,27 @@ def run_rtml(
         [sys.executable, "-m", "rtml.cli", *args],
         env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
+
+
+def private_featureset(folder: Path, base: str) -> tuple[str, dict, dict[str, str]]:
+    """A copy of a shipped feature set (the real SQL) with a name, topics and ids of its own.
+
+    Returns (name, its YAML as a dict, the environment that points rtml at the copy).
+    """
+    run = uuid.uuid4().hex[:8]
+    name = f"{base}_{run}"
+    shipped = PROJECT_ROOT / "sql" / "features"
+    features_dir = folder / "features"
+    features_dir.mkdir(parents=True)
+    definition = yaml.safe_load((shipped / f"{base}.yaml").read_text())
+    source_sql = (shipped / definition["source"]["sql"]).resolve()
+    (features_dir / definition["source"]["sql"]).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source_sql, (features_dir / definition["source"]["sql"]).resolve())
+    shutil.copy(shipped / definition["query"], features_dir)
+    definition["name"] = name
+    definition["features_topic"] = f"{name}.features"
+    definition["source"]["topic"] = f"{name}.transactions"
+    definition["source"]["dead_letter_topic"] = f"{name}.dead-letter"
+    (features_dir / f"{name}.yaml").write_text(yaml.safe_dump(definition))
+    env = {"RTML_FEATURES_DIR": str(features_dir), "RTML_FEATURES_ID_PREFIX": f"it-{run}"}
+    return name, definition, env

@@ -5,10 +5,8 @@ from __future__ import annotations
 import bisect
 import json
 import math
-import shutil
 import statistics
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,15 +14,13 @@ from pathlib import Path
 
 import pytest
 import redis
-import yaml
-from ephemeral import run_rtml
+from ephemeral import private_featureset, run_rtml
 
 from rtml import generate
 from rtml.flinkrest import FlinkRest
 from rtml.generators import GENERATORS, as_records
 from rtml.kafka_io import read_committed, send_raw
 from rtml.online_store import get_features
-from rtml.settings import PROJECT_ROOT
 from rtml.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -120,26 +116,6 @@ def assert_same_features(got: dict, want: dict, where: str) -> None:
             assert math.isclose(got[name], value, rel_tol=1e-9, abs_tol=1e-9), (where, name)
         else:  # exact, type included: a flag is true/false, not 1/0
             assert (got[name], type(got[name])) == (value, type(value)), (where, name)
-
-
-def private_featureset(tmp_path: Path, base: str) -> tuple[str, dict, dict[str, str]]:
-    """A copy of a shipped feature set (the real SQL) with a name, topics and ids of its own:
-    (name, its YAML as a dict, the environment that points rtml at it)."""
-    run = uuid.uuid4().hex[:8]
-    name = f"{base}_{run}"
-    features_dir = tmp_path / "features"
-    (tmp_path / "sources").mkdir(parents=True)
-    features_dir.mkdir()
-    shutil.copy(PROJECT_ROOT / "sql" / "features" / f"{base}.sql", features_dir)
-    shutil.copy(PROJECT_ROOT / "sql" / "sources" / "fraud_transactions.sql", tmp_path / "sources")
-    definition = yaml.safe_load((PROJECT_ROOT / "sql" / "features" / f"{base}.yaml").read_text())
-    definition["name"] = name
-    definition["features_topic"] = f"{name}.features"
-    definition["source"]["topic"] = f"{name}.transactions"
-    definition["source"]["dead_letter_topic"] = f"{name}.dead-letter"
-    (features_dir / f"{name}.yaml").write_text(yaml.safe_dump(definition))
-    env = {"RTML_FEATURES_DIR": str(features_dir), "RTML_FEATURES_ID_PREFIX": f"it-{run}"}
-    return name, definition, env
 
 
 @contextmanager

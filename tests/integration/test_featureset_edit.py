@@ -7,21 +7,17 @@ Flink restores anything; --backfill rebuilds the new windows from the source top
 from __future__ import annotations
 
 import json
-import shutil
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
-from ephemeral import run_rtml
+from ephemeral import private_featureset, run_rtml
 
 from rtml import generate, kafka_admin, statecheck
 from rtml.flinkrest import FlinkRest
 from rtml.generators import GENERATORS, as_records
 from rtml.kafka_io import read_committed
-from rtml.settings import PROJECT_ROOT
 from rtml.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -29,25 +25,6 @@ pytestmark = pytest.mark.integration
 START_MS = 1_763_700_000_000
 WINDOWS = "'1 min, 5 min, 1 h, 24 h'"
 PTF_CALL = "\nFROM SLIDING_WINDOW_FEATURES("
-
-
-def copy_fraud_card(folder: Path) -> tuple[str, dict, dict[str, str]]:
-    """fraud_card under a name, topics and Kafka ids of its own (the SQL is the real one)."""
-    run = uuid.uuid4().hex[:8]
-    name = f"fraud_card_{run}"
-    features_dir, sources_dir = folder / "features", folder / "sources"
-    features_dir.mkdir(parents=True)
-    sources_dir.mkdir()
-    shutil.copy(PROJECT_ROOT / "sql" / "sources" / "fraud_transactions.sql", sources_dir)
-    shutil.copy(PROJECT_ROOT / "sql" / "features" / "fraud_card.sql", features_dir)
-    definition = yaml.safe_load((PROJECT_ROOT / "sql" / "features" / "fraud_card.yaml").read_text())
-    definition["name"] = name
-    definition["features_topic"] = f"{name}.features"
-    definition["source"]["topic"] = f"{name}.transactions"
-    definition["source"]["dead_letter_topic"] = f"{name}.dead-letter"
-    (features_dir / f"{name}.yaml").write_text(yaml.safe_dump(definition))
-    env = {"RTML_FEATURES_DIR": str(features_dir), "RTML_FEATURES_ID_PREFIX": f"edit-{run}"}
-    return name, definition, env
 
 
 def edit_query(folder: Path, old: str, new: str) -> None:
@@ -86,7 +63,7 @@ def stop_with_savepoint(env: dict[str, str], rest: FlinkRest, job_id: str) -> st
 def test_edit_keeps_state_refuses_incompatible_windows_and_backfills(
     stack: Stack, stack_env: dict[str, str], tmp_path: Path
 ) -> None:
-    name, definition, own_env = copy_fraud_card(tmp_path)
+    name, definition, own_env = private_featureset(tmp_path, "fraud_card")
     env = {**stack_env, **own_env}
     bootstrap = stack.settings.kafka_bootstrap
     source, features = definition["source"]["topic"], definition["features_topic"]
