@@ -1,0 +1,383 @@
+"""The fraud scoring job on the real stack: one prediction per event, exactly-once, scored by the
+real model server like the model itself; fallbacks while the server stalls or fails; a promoted
+version takes over without a restart."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from ephemeral import private_featureset, run_rtml
+from integration.test_features_job import expected_card_features
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from rtml import generate, model_repo, v2client
+from rtml.flinkrest import FlinkRest
+from rtml.generators import GENERATORS, as_records
+from rtml.kafka_io import read_committed
+from rtml.stack import Stack
+from rtml.testing.v2_stub_server import StubV2Server
+
+pytestmark = pytest.mark.integration
+
+START_MS = 1_763_700_000_000
+# fraud_card columns the test models read (booleans become 0/1, as the scorer sends them)
+FEATURES = [
+    "amount", "tx_count_1m", "tx_count_5m", "tx_count_1h", "amount_sum_5m", "amount_avg_24h",
+    "amount_vs_avg_24h", "merchants_5m", "countries_24h", "ips_24h", "devices_24h",
+    "country_new_24h", "device_new_24h",
+]  # fmt: skip
+fraud = GENERATORS["fraud"]
+
+
+def feature_vectors(events: list[dict]) -> dict[str, list[float]]:
+    """Per event id, FEATURES as floats, computed directly from the events (the feature test's
+    own reference computation)."""
+    return {
+        event_id: [float(row[name]) for name in FEATURES]
+        for event_id, row in expected_card_features(events).items()
+    }
+
+
+def train(seed: int, c: float) -> object:
+    """A small model fit on generated, labelled transactions' features (different C: different
+    scores, so the version that scored is visible in the score)."""
+    events = fraud.generate(400, seed=seed, start_ms=START_MS, cards=20, rate=20.0)
+    vectors = feature_vectors(events)
+    x = np.array([vectors[e["event_id"]] for e in events])
+    y = np.array([bool(e["is_fraud"]) for e in events])
+    if y.all() or not y.any():  # a model needs both classes
+        y[: len(y) // 2] = ~y[: len(y) // 2]
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000)).fit(x, y)
+
+
+def load_on_server(base_url: str, name: str, versions: list[str]) -> None:
+    """Make the running MLServer (re)load `name` from its repository; wait for `versions`."""
+    response = requests.post(f"{base_url}/v2/repository/models/{name}/load", timeout=120)
+    assert response.status_code < 400, response.text
+    deadline = time.monotonic() + 120
+    while not all(v2client.model_ready(base_url, name, v) for v in versions):
+        assert time.monotonic() < deadline, f"{name} {versions} not ready"
+        time.sleep(0.5)
+
+
+@contextmanager
+def scoring_job(env: dict[str, str], model: str, rest: FlinkRest) -> Iterator[str]:
+    """`rtml submit scoring MODEL --detached`, running; cancelled on the way out."""
+    submitted = run_rtml(env, "submit", "scoring", model, "--detached", timeout=300)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip().splitlines()[-1]
+    try:
+        rest.wait_for_state(job_id, {"RUNNING"}, timeout_s=120)
+        yield job_id
+    finally:
+        rest.cancel(job_id)
+
+
+def predictions(bootstrap: str, topic: str, count: int, settle_s: float = 3) -> list[dict]:
+    """The committed predictions, read until `count` arrived (and `settle_s` more, so
+    duplicates would be seen too)."""
+    records = read_committed(
+        bootstrap, topic, until=lambda rs: len(rs) >= count, timeout_s=180, settle_s=settle_s
+    )
+    rows = []
+    for record in records:
+        row = json.loads(record.value)
+        assert record.key.decode() == row["entity"]  # keyed by card: a card's order is kept
+        rows.append(row)
+    return rows
+
+
+def by_event(rows: list[dict], events: list[dict]) -> dict[str, dict]:
+    """Exactly one prediction per event, no other."""
+    counts = Counter(row["event_id"] for row in rows)
+    duplicated = {event_id: n for event_id, n in counts.items() if n > 1}
+    assert not duplicated, duplicated
+    assert set(counts) == {e["event_id"] for e in events}
+    return {row["event_id"]: row for row in rows}
+
+
+def scoring_metrics(rest: FlinkRest, job_id: str) -> dict[str, int]:
+    """The UDF's rtml_scoring metrics, summed over subtasks (breaker_state: the max)."""
+    totals: dict[str, int] = {}
+    for vertex in rest.job(job_id).get("vertices", []):
+        names = [
+            m["id"]
+            for m in requests.get(
+                f"{rest.base_url}/jobs/{job_id}/vertices/{vertex['id']}/metrics", timeout=10
+            ).json()
+            if ".rtml_scoring." in m["id"]
+        ]
+        for metric, value in rest.vertex_metrics(job_id, vertex["id"], names).items():
+            name = metric.rsplit(".rtml_scoring.", 1)[1]
+            if name == "breaker_state":
+                totals[name] = max(totals.get(name, 0), int(float(value)))
+            elif value.replace(".", "", 1).isdigit():
+                totals[name] = totals.get(name, 0) + int(float(value))
+    return totals
+
+
+def wait_for_metrics(
+    rest: FlinkRest, job_id: str, ok: object, timeout_s: float = 60
+) -> dict[str, int]:
+    """Poll the metrics until `ok(metrics)` holds (the JobManager serves them up to 10 s late)."""
+    deadline = time.monotonic() + timeout_s
+    metrics = scoring_metrics(rest, job_id)
+    while not ok(metrics) and time.monotonic() < deadline:  # type: ignore[operator]
+        time.sleep(1.0)
+        metrics = scoring_metrics(rest, job_id)
+    return metrics
+
+
+def restarts(rest: FlinkRest, job_id: str) -> int:
+    answer = requests.get(
+        f"{rest.base_url}/jobs/{job_id}/metrics", params={"get": "numRestarts"}, timeout=10
+    ).json()
+    return int(answer[0]["value"]) if answer else 0
+
+
+@pytest.fixture
+def rest(stack: Stack) -> FlinkRest:
+    return FlinkRest(stack.settings.flink_rest_url)
+
+
+@pytest.fixture
+def featureset(tmp_path: Path) -> tuple[str, dict, dict[str, str]]:
+    """A private copy of fraud_card and the environment of a scoring job over it."""
+    name, definition, env = private_featureset(tmp_path, "fraud_card")
+    run = env["RTML_FEATURES_ID_PREFIX"]
+    env = {
+        **env,
+        "RTML_SCORING_FEATURESET": name,
+        "RTML_SCORING_PREDICTIONS_TOPIC": f"{name}.predictions",
+        "RTML_SCORING_DEAD_LETTER_TOPIC": f"{name}.scoring-dead-letter",
+        "RTML_SCORING_MODELS_TOPIC": f"{name}.models",
+        "RTML_SCORING_ID_PREFIX": f"{run}-scoring",
+    }
+    return name, definition, env
+
+
+def test_predictions_are_exactly_once_like_the_model_and_follow_a_promoted_version(
+    stack: Stack, stack_env: dict[str, str], rest: FlinkRest, featureset: tuple, tmp_path: Path
+) -> None:
+    name, definition, featureset_env = featureset
+    env = {**stack_env, **featureset_env}
+    bootstrap = stack.settings.kafka_bootstrap
+    model = f"it_fraud_{uuid.uuid4().hex[:8]}"
+    repo = stack.settings.model_repo
+    versions = {"1": train(seed=1, c=1.0), "2": train(seed=1, c=0.001)}
+    try:
+        for version, estimator in versions.items():
+            model_repo.publish_sklearn_model(
+                estimator, repo, model, version, feature_names=FEATURES
+            )
+        load_on_server(stack.settings.model_url, model, list(versions))
+        promoted = run_rtml(env, "models", "promote", model, "1")
+        assert promoted.returncode == 0, promoted.stderr
+
+        events = fraud.generate(600, seed=5, start_ms=START_MS, cards=40, rate=20.0)
+        vectors = feature_vectors(events)
+        halves = events[:300], events[300:]
+        topic = definition["source"]["topic"]
+        out = featureset_env["RTML_SCORING_PREDICTIONS_TOPIC"]
+        with scoring_job(env, model, rest) as job_id:
+            seen = 0
+            for version, half in zip(versions, halves, strict=True):
+                if version == "2":  # promoted while the job runs: later events get version 2
+                    promoted = run_rtml(env, "models", "promote", model, "2")
+                    assert promoted.returncode == 0, promoted.stderr
+                    time.sleep(3)  # the UDF's follower polls the topic every 200 ms
+                generate.produce(bootstrap, topic, as_records(half, fraud.key_of))
+                seen += len(half)
+                rows = by_event(predictions(bootstrap, out, seen), events[:seen])
+                estimator = versions[version]
+                x = np.array([vectors[e["event_id"]] for e in half])
+                want = estimator.predict_proba(x)[:, 1]
+                for event, score in zip(half, want, strict=True):
+                    got = rows[event["event_id"]]
+                    where = (event["event_id"], got)
+                    assert got["path"] == "primary", where
+                    assert got["model_version"] == f"{model}/{version}", where
+                    assert math.isclose(got["score"], score, rel_tol=1e-9, abs_tol=1e-12), where
+                    assert got["decision"] == (got["score"] >= 0.5), where
+                    assert got["entity"] == event["card_id"], where
+                    assert got["feature_snapshot_id"] == f"{name}/v2/{event['event_id']}", where
+                    assert got["error"] is None, where
+                    assert got["latency_ms"] >= 0, where
+                    event_ms = np.datetime64(got["event_time"].rstrip("Z"), "ms").astype(int)
+                    assert event_ms == event["ts"], where
+            assert rest.wait_for_state(job_id, {"RUNNING"}) == "RUNNING"
+            assert restarts(rest, job_id) == 0
+            metrics = wait_for_metrics(rest, job_id, lambda m: m.get("primary") == len(events))
+            assert metrics["primary"] == metrics["rows"] == len(events), metrics
+            assert metrics["requests"] >= 2 and metrics["breaker_state"] == 0, metrics
+    finally:
+        shutil.rmtree(repo / model, ignore_errors=True)
+        requests.post(f"{stack.settings.model_url}/v2/repository/models/{model}/unload", timeout=30)
+
+
+def test_a_stalled_or_failing_server_gets_fallbacks_and_the_breaker_opens_and_closes(
+    stack: Stack, stack_env: dict[str, str], rest: FlinkRest, featureset: tuple, tmp_path: Path
+) -> None:
+    name, definition, featureset_env = featureset
+    bootstrap = stack.settings.kafka_bootstrap
+    repo = tmp_path / "models"
+    model = "stubbed"
+    primary = model_repo.publish_sklearn_model(
+        train(seed=1, c=1.0), repo, model, "1", feature_names=FEATURES
+    )
+    fallback = model_repo.publish_sklearn_model(
+        train(seed=2, c=1.0), repo, "fraud-fallback", "1", feature_names=FEATURES
+    )
+    deadline_ms = 250
+    with StubV2Server(model=model, version="1") as stub:
+        env = {
+            **stack_env, **featureset_env,
+            "RTML_MODEL_URL": stub.url,
+            "RTML_SCORING_MODEL_REPO": str(repo),
+            "RTML_SCORING_FALLBACK_MODEL": str(fallback),
+            "RTML_SCORING_FOLLOW_VERSIONS": "false",
+            "RTML_SCORING_REQUEST_TIMEOUT_MS": "100",
+            "RTML_SCORING_DEADLINE_MS": str(deadline_ms),
+            "RTML_SCORING_BREAKER_FAILURE_THRESHOLD": "3",
+            "RTML_SCORING_BREAKER_COOLDOWN_MS": "1000",
+            # a batch of the stalled phase is several requests, enough to open the breaker
+            "RTML_SCORING_SUB_BATCH_SIZE": "20",
+        }  # fmt: skip
+        assert primary.name == "1"
+        events = fraud.generate(800, seed=6, start_ms=START_MS, cards=40, rate=20.0)
+        phases = [
+            ("healthy", 100), ("sleep", 200), ("error", 200), ("wrong_schema", 100),
+            ("probe", 50), ("after", 150),
+        ]  # fmt: skip
+        # why the server did not answer, as the predictions' error says (or "breaker open")
+        causes = {"sleep": "timeout", "error": "HTTP 503", "wrong_schema": "schema: "}
+        topic = definition["source"]["topic"]
+        out = featureset_env["RTML_SCORING_PREDICTIONS_TOPIC"]
+        with scoring_job(env, model, rest) as job_id:
+            seen = 0
+            opened = 0
+            for phase, count in phases:
+                if phase == "sleep":
+                    stub.set_behaviour(mode="sleep", sleep_ms=5000)
+                elif phase == "error":
+                    stub.set_behaviour(mode="error", status=503)
+                elif phase == "wrong_schema":  # 200 with one score too few
+                    stub.set_behaviour(mode="wrong_schema", schema="wrong_rows")
+                elif phase == "probe":
+                    stub.reset()
+                    time.sleep(1.5)  # past the breaker's cool-down: the next request probes
+                part = events[seen : seen + count]
+                generate.produce(bootstrap, topic, as_records(part, fraud.key_of))
+                seen += count
+                rows = by_event(predictions(bootstrap, out, seen, settle_s=1), events[:seen])
+                got = [rows[e["event_id"]] for e in part]
+                paths = Counter(row["path"] for row in got)
+                if phase in ("healthy", "after"):
+                    assert paths == {"primary": count}, (phase, paths)
+                    assert {row["model_version"] for row in got} == {f"{model}/1"}
+                elif phase in causes:
+                    # every row answered by the local fallback model, within the deadline
+                    assert paths == {"fallback_model": count}, (phase, paths)
+                    assert {row["model_version"] for row in got} == {"fraud-fallback/1"}
+                    slowest = max(row["latency_ms"] for row in got)
+                    assert slowest < deadline_ms + 250, (phase, slowest)
+                    cause = causes[phase]
+                    unexplained = [
+                        row["error"] for row in got
+                        if not ("breaker open" in row["error"] or cause in row["error"])
+                    ]  # fmt: skip
+                    assert not unexplained, (phase, unexplained[:3])
+                    metrics = wait_for_metrics(
+                        rest, job_id, lambda m, before=opened: m.get("breaker_opened", 0) > before
+                    )
+                    assert metrics.get("breaker_opened", 0) > opened, (phase, metrics)
+                    opened = metrics["breaker_opened"]
+                    if phase == "sleep":
+                        assert metrics["timeouts"] >= 1, metrics
+            metrics = wait_for_metrics(
+                rest, job_id, lambda m: m.get("rows") == len(events) and m["breaker_state"] == 0
+            )
+            assert metrics["breaker_state"] == 0, metrics  # closed again
+            assert metrics["rows"] == len(events), metrics
+            # PyFlink reports a counter once it has been incremented: absent means 0
+            assert metrics["fallback_model"] >= 500 and metrics.get("default", 0) == 0, metrics
+            assert rest.wait_for_state(job_id, {"RUNNING"}) == "RUNNING"
+            assert restarts(rest, job_id) == 0
+
+
+def wait_for_checkpoint_after(rest: FlinkRest, job_id: str, after_ms: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        latest = (rest.checkpoints(job_id).get("latest") or {}).get("completed") or {}
+        if latest.get("latest_ack_timestamp", 0) > after_ms:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no checkpoint of job {job_id} completed after {after_ms}")
+
+
+def test_killed_taskmanagers_lose_and_duplicate_no_prediction(
+    stack: Stack, stack_env: dict[str, str], rest: FlinkRest, featureset: tuple, tmp_path: Path
+) -> None:
+    _, definition, featureset_env = featureset
+    bootstrap = stack.settings.kafka_bootstrap
+    repo = tmp_path / "models"
+    model = "stubbed"
+    model_repo.publish_sklearn_model(train(seed=1, c=1.0), repo, model, "1", feature_names=FEATURES)
+    events = fraud.generate(1500, seed=7, start_ms=START_MS, cards=40, rate=20.0)
+    parts = [events[i : i + 300] for i in range(0, len(events), 300)]  # 1 + 2 per kill
+    topic = definition["source"]["topic"]
+    out = featureset_env["RTML_SCORING_PREDICTIONS_TOPIC"]
+    with StubV2Server(model=model, version="1") as stub:
+        env = {
+            **stack_env, **featureset_env, "RTML_MODEL_URL": stub.url,
+            "RTML_SCORING_MODEL_REPO": str(repo), "RTML_SCORING_FOLLOW_VERSIONS": "false",
+        }  # fmt: skip
+        try:
+            with scoring_job(env, model, rest) as job_id:
+                generate.produce(bootstrap, topic, as_records(parts[0], fraud.key_of))
+                sent = 300
+                for kill in range(2):
+                    # committed so far, then more events in flight when the TaskManager dies
+                    wait_for_checkpoint_after(rest, job_id, int(time.time() * 1000))
+                    generate.produce(
+                        bootstrap, topic, as_records(parts[1 + 2 * kill], fraud.key_of)
+                    )
+                    taskmanager = stack.owned("flink-taskmanager")
+                    assert taskmanager is not None
+                    os.kill(taskmanager.pid, signal.SIGKILL)
+                    killed_at = time.monotonic()
+                    while stack.owned("flink-taskmanager") is not None:  # the signal takes a while
+                        assert time.monotonic() - killed_at < 30, "the TaskManager outlived kill -9"
+                        time.sleep(0.1)
+                    # events keep arriving while the job is down; a new TaskManager starts
+                    generate.produce(
+                        bootstrap, topic, as_records(parts[2 + 2 * kill], fraud.key_of)
+                    )
+                    sent += 600
+                    assert stack.up(["flink-taskmanager"]) == ["flink-taskmanager"]
+                    rows = predictions(bootstrap, out, sent, settle_s=8)
+                    recovered_s = time.monotonic() - killed_at
+                    by_event(rows, events[:sent])  # none lost, none twice (read_committed)
+                    assert {row["path"] for row in rows} == {"primary"}
+                    print(
+                        f"kill -9 #{kill + 1}: all predictions committed {recovered_s:.1f} s later"
+                    )
+                assert rest.wait_for_state(job_id, {"RUNNING"}) == "RUNNING"
+                assert restarts(rest, job_id) >= 2
+        finally:
+            stack.up(["flink-taskmanager"])  # leave a TaskManager for the tests after this one
