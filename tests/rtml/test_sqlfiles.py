@@ -9,7 +9,7 @@ import pytest
 
 from jobs.smoke import sql_params
 from rtml import featuresets, flinkjob, sqlfiles
-from rtml.settings import FeatureJobSettings, SmokeJobSettings
+from rtml.settings import FeatureJobSettings, ScoringJobSettings, SmokeJobSettings
 from rtml.sqlfiles import SqlFileError, Statement
 
 SRC = Path("q.sql")
@@ -278,11 +278,21 @@ def test_there_are_sql_files() -> None:
 
 def real_params(relative: Path) -> dict[str, object]:
     """The values the job that owns `relative` fills its placeholders with."""
+    definition = featuresets.load("fraud_card")
+    if relative.parts[0] == "scoring":
+        from jobs.scoring import params
+
+        return params(definition, ScoringJobSettings(), "fraud")
     if relative.parts[0] in ("sources", "common"):
         from jobs.features import source_params
 
-        definition = featuresets.load("fraud_card")
-        return source_params(definition, FeatureJobSettings())
+        params = source_params(definition, FeatureJobSettings())
+        if relative == Path("common/backfill.sql"):  # the live job's, with --backfill
+            params["start_ms"] = 1_763_700_000_000
+        if relative == Path("common/bounded_range.sql"):  # rtml.offline's
+            params["start_offsets"] = "partition:0,offset:0;partition:1,offset:0"
+            params["end_offsets"] = "partition:0,offset:10;partition:1,offset:7"
+        return params
     return sql_params(SmokeJobSettings())
 
 
