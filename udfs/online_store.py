@@ -8,6 +8,7 @@ crash the replay re-writes them, and the newest-wins script makes that a no-op.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from pyflink.table import DataTypes
 from pyflink.table.udf import FunctionContext, ScalarFunction, UserDefinedScalarFunctionWrapper, udf
@@ -33,16 +34,12 @@ class WriteOnlineFeatures(ScalarFunction):
         self.written = function_context.get_metric_group().counter("online_store_rows_written")
 
     def eval(self, entity: pd.Series, event_ms: pd.Series, *features: pd.Series) -> pd.Series:
-        frame = pd.concat([entity, event_ms, *features], axis=1, ignore_index=True)
-        frame.columns = [
-            self.featureset.entity_column,
-            self.featureset.event_time_column,
-            *self.feature_names,
-        ]
-        rows = frame.to_dict("records")
-        self.writer.write_batch(rows)
-        self.written.inc(len(rows))
-        return pd.Series([1] * len(rows), dtype="int64")
+        # Columns go to the writer as they are: it encodes them vectorized, newest row per entity.
+        stats = self.writer.write_columns(
+            entity, event_ms, dict(zip(self.feature_names, features, strict=True))
+        )
+        self.written.inc(stats.rows)
+        return pd.Series(np.ones(stats.rows, dtype=np.int64))
 
     def close(self) -> None:
         self.writer.close()

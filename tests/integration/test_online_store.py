@@ -11,11 +11,13 @@ import asyncio
 import dataclasses
 import io
 import json
+import random
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import redis
 import redis.asyncio
@@ -102,6 +104,21 @@ def _encoded(case: tuple[int, object] | None) -> str | None:
     return None if case is None else store.encode(case[1], case[0])
 
 
+def call_script(
+    client: redis.Redis,
+    groups: list[tuple[str, int, list[tuple[str, str]]]],
+    version: str = "v7",
+    updated_ms: str = "123",
+    ttl_ms: str = "0",
+) -> list:
+    """NEWEST_WINS_LUA on (key, event time, [(feature, encoded value), ...]) groups, one call."""
+    keys = [key for key, _, _ in groups]
+    args: list[object] = [version, updated_ms, ttl_ms]
+    for _, t, pairs in groups:
+        args += [t, len(pairs), *(part for pair in pairs for part in pair)]
+    return client.eval(store.NEWEST_WINS_LUA, len(keys), *keys, *args)
+
+
 def test_lua_script_agrees_with_the_pure_rule(client: redis.Redis) -> None:
     sha = client.script_load(store.NEWEST_WINS_LUA)
     assert sha == store.NEWEST_WINS_SHA
@@ -113,27 +130,34 @@ def test_lua_script_agrees_with_the_pure_rule(client: redis.Redis) -> None:
             client.hset(key, "f", stored)
         expected = store.newest_wins(stored, incoming)
 
-        counts = client.evalsha(sha, 1, key, "v7", "123", "0", "f", incoming)
+        counts = call_script(client, [(key, incoming_case[0], [("f", incoming)])])
 
         outcome = {0: Outcome.WRITE, 1: Outcome.UNCHANGED, 2: Outcome.STALE}[counts.index(1)]
         assert (outcome, sum(counts)) == (expected, 1), (stored_case, incoming_case)
         after = client.hget(key, "f").decode()
         assert after == (incoming if expected is Outcome.WRITE else stored)
-        meta = client.hmget(key, "_version", "_updated_ms")
-        assert meta == ([b"v7", b"123"] if expected is Outcome.WRITE else [None, None])
+        meta = client.hmget(key, "_version", "_updated_ms", "_event_ms")
+        if expected is Outcome.WRITE:
+            newest = max(incoming_case[0], stored_case[0] if stored_case else incoming_case[0])
+            assert meta == [b"v7", b"123", str(newest).encode()]
+        else:
+            assert meta == [None, None, None]
 
 
 def test_lua_script_applies_many_features_in_order_in_one_call(client: redis.Redis) -> None:
     key = store.feature_key("rule", "many")
     client.hset(key, mapping={"a": store.encode(1, 10), "b": store.encode(2, 10)})
-    args = [
-        "a", store.encode(5, 9),  # stale
-        "b", store.encode(2, 10),  # unchanged
-        "c", store.encode(3, 1),  # new
-        "c", store.encode(4, 0),  # older than the c just written: stale
-        "c", store.encode(6, 1),  # same time, new value: rewrite
-    ]  # fmt: skip
-    counts = client.eval(store.NEWEST_WINS_LUA, 1, key, "2", "77", "60000", *args)
+    counts = call_script(
+        client,
+        [
+            (key, 9, [("a", store.encode(5, 9))]),  # stale
+            (key, 10, [("b", store.encode(2, 10))]),  # unchanged
+            (key, 1, [("c", store.encode(3, 1))]),  # new
+            (key, 0, [("c", store.encode(4, 0))]),  # older than the c just written: stale
+            (key, 1, [("c", store.encode(6, 1))]),  # same time, new value: rewrite
+        ],
+        version="2", updated_ms="77", ttl_ms="60000",
+    )  # fmt: skip
     assert counts == [2, 1, 2]
     assert client.hgetall(key) == {
         b"a": store.encode(1, 10).encode(),
@@ -141,22 +165,198 @@ def test_lua_script_applies_many_features_in_order_in_one_call(client: redis.Red
         b"c": store.encode(6, 1).encode(),
         b"_version": b"2",
         b"_updated_ms": b"77",
+        b"_event_ms": b"10",  # the newest of all features (a legacy hash: found by reading all)
     }
     assert 0 < client.pttl(key) <= 60_000
 
 
-def test_lua_script_checks_everything_before_writing(client: redis.Redis) -> None:
-    key = store.feature_key("rule", "foreign")
-    client.hset(key, mapping={"a": "17", "b": store.encode(1, 1)})
-    before = client.dump(key)
-    with pytest.raises(redis.exceptions.ResponseError, match="field a does not hold an rtml"):
-        client.eval(store.NEWEST_WINS_LUA, 1, key, "1", "1", "0",
-                    "b", store.encode(2, 2), "a", store.encode(1, 1))  # fmt: skip
-    with pytest.raises(redis.exceptions.ResponseError, match="value for b is not encoded"):
-        client.eval(store.NEWEST_WINS_LUA, 1, key, "1", "1", "0", "b", "2")
-    assert client.dump(key) == before
+def test_lua_script_checks_every_key_before_writing_it(client: redis.Redis) -> None:
+    """A key with an error is left untouched and reported; the call's other keys are written."""
+    foreign = store.feature_key("rule", "foreign")
+    client.hset(foreign, mapping={"a": "17", "b": store.encode(1, 1)})
+    wrong_type = store.feature_key("rule", "string")
+    client.set(wrong_type, "not a hash")
+    bad_newest = store.feature_key("rule", "bad-newest")
+    client.hset(bad_newest, mapping={"a": store.encode(1, 1), "_event_ms": "soon"})
+    before = {key: client.dump(key) for key in (foreign, wrong_type, bad_newest)}
+    good = store.feature_key("rule", "good")
+    fresh = store.feature_key("rule", "fresh")
+
+    reply = call_script(
+        client,
+        [
+            (good, 2, [("a", store.encode(1, 2))]),
+            (foreign, 2, [("b", store.encode(2, 2)), ("a", store.encode(1, 2))]),
+            (foreign, 3, [("b", "2")]),
+            (foreign, 3, [("b", store.encode(2, 4))]),  # another event time than its group's
+            (foreign, 3, [("b", store.encode(2, 3)), ("b", store.encode(3, 3))]),
+            (wrong_type, 1, [("a", store.encode(1, 1))]),
+            (bad_newest, 2, [("a", store.encode(1, 2))]),
+            (fresh, 5, [("a", store.encode(1, 5))]),
+        ],
+    )
+
+    assert reply[:3] == [2, 0, 0]
+    errors = dict(zip(reply[3::2], reply[4::2], strict=True))
+    assert sorted(errors) == [2, 3, 4, 5, 6, 7]
+    assert all(isinstance(error, redis.exceptions.ResponseError) for error in errors.values())
+    assert "field a does not hold an rtml feature value" in str(errors[2])
+    assert "value for b is not encoded with event time 3" in str(errors[3])
+    assert "value for b is not encoded with event time 3" in str(errors[4])
+    assert "feature b appears twice" in str(errors[5])
+    assert str(errors[6]).startswith("WRONGTYPE")
+    assert "_event_ms does not hold an event time" in str(errors[7])
+    assert {key: client.dump(key) for key in before} == before
+    assert client.hget(good, "a") == store.encode(1, 2).encode()
+    assert client.hget(fresh, "a") == store.encode(1, 5).encode()
+    # a malformed call is refused as a whole, before anything is written
+    for args in (["1", "1"], ["1", "1", "0", "5", "2", "a", store.encode(1, 5)], ["1", "1", "x"]):
+        with pytest.raises(redis.exceptions.ResponseError, match="expected version"):
+            client.eval(store.NEWEST_WINS_LUA, 1, store.feature_key("rule", "x"), *args)
+    assert not client.exists(store.feature_key("rule", "x"))
     with pytest.raises(ValueError):  # the pure rule refuses the same stored value
         store.newest_wins("17", store.encode(1, 1))
+
+
+# The script before it took many keys per call (one key, any event times): the reference.
+SINGLE_KEY_LUA = """\
+-- rtml online store: newest event wins, per feature, atomically (mirrors online_store.newest_wins)
+local key = KEYS[1]
+local n = (#ARGV - 3) / 2
+if n < 1 or n ~= math.floor(n) then
+  return redis.error_reply('ERR rtml online store: expected version, updated_ms, ttl_ms, pairs')
+end
+local pattern = '^{"t":(%-?%d+),"v":'
+local names = {}
+for i = 1, n do names[i] = ARGV[2 + 2 * i] end
+local stored = redis.call('HMGET', key, unpack(names))
+local current = {}
+for i = 1, n do
+  if stored[i] then
+    local t = string.match(stored[i], pattern)
+    if not t then
+      return redis.error_reply('ERR rtml online store: ' .. key .. ' field ' .. names[i] ..
+        ' does not hold an rtml feature value')
+    end
+    current[names[i]] = {stored[i], tonumber(t)}
+  end
+end
+local written, unchanged, stale = 0, 0, 0
+local updates = {}
+for i = 1, n do
+  local name, value = names[i], ARGV[3 + 2 * i]
+  local t = string.match(value, pattern)
+  if not t then
+    return redis.error_reply('ERR rtml online store: value for ' .. name .. ' is not encoded')
+  end
+  t = tonumber(t)
+  local cur = current[name]
+  if cur == nil or t > cur[2] or (t == cur[2] and value ~= cur[1]) then
+    current[name] = {value, t}
+    updates[#updates + 1] = name
+    updates[#updates + 1] = value
+    written = written + 1
+  elseif value == cur[1] then
+    unchanged = unchanged + 1
+  else
+    stale = stale + 1
+  end
+end
+if written > 0 then
+  redis.call('HSET', key, '_version', ARGV[1], '_updated_ms', ARGV[2], unpack(updates))
+  if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', key, ARGV[3]) end
+end
+return {written, unchanged, stale}
+"""
+
+
+def test_many_keys_per_call_equal_one_key_per_call_the_old_script_and_the_rule(
+    client: redis.Redis,
+) -> None:
+    """Random batches (ties, replays, late values, partial rows) applied four ways agree.
+
+    The hashes of the new script also hold `_event_ms`, the newest event time of their features.
+    """
+    rng = random.Random(7)
+    fs = {name: FeatureSet(name, version=3) for name in ("many", "one", "old")}
+    model: dict[tuple[str, str], str] = {}  # (entity, feature) -> encoded value: the pure rule
+    totals = {name: [0, 0, 0] for name in fs}
+    for batch in range(40):
+        rows = [
+            FeatureRow(
+                f"e{rng.randrange(12)}",
+                rng.randrange(8) + batch // 4,  # event times move on, with much overlap
+                {f"f{f}": rng.choice([1, 2, 2.0, "x", None]) for f in rng.sample(range(5), 3)},
+            )
+            for _ in range(rng.randrange(1, 30))
+        ]
+        for row in rows:
+            for name, value in row.values.items():
+                encoded = store.encode(value, row.event_ms)
+                if (
+                    store.newest_wins(model.get((str(row.entity_id), name)), encoded)
+                    is Outcome.WRITE
+                ):
+                    model[(str(row.entity_id), name)] = encoded
+        for name in ("many", "one"):
+            writes, _ = store.plan_writes(rows, fs[name])
+            groups = store.group_writes(writes)
+            calls = [groups] if name == "many" else [[group] for group in groups]
+            for call in calls:
+                payload = store.script_call(store.NEWEST_WINS_SHA, call, "3", 1, 0)
+                client.script_load(store.NEWEST_WINS_LUA)
+                reply = client.execute_command(*_resp_args(payload))
+                assert len(reply) == 3, reply
+                totals[name] = [a + b for a, b in zip(totals[name], reply, strict=True)]
+        writes, _ = store.plan_writes(rows, fs["old"])
+        for write in writes:
+            reply = client.eval(SINGLE_KEY_LUA, 1, write.key, "3", "1", "0", *write.args())
+            totals["old"] = [a + b for a, b in zip(totals["old"], reply, strict=True)]
+
+    assert totals["many"] == totals["one"] == totals["old"]
+    assert totals["many"][1] > 0 and totals["many"][2] > 0  # replays and stale values happened
+    expected: dict[str, dict[str, str]] = {}
+    for (entity, name), encoded in model.items():
+        expected.setdefault(entity, {})[name] = encoded
+    for name in fs:
+        for entity, features in expected.items():
+            stored = {
+                field.decode(): value.decode()
+                for field, value in client.hgetall(store.feature_key(name, entity)).items()
+            }
+            assert stored.pop("_version") == "3" and stored.pop("_updated_ms") == "1"
+            if name != "old":
+                newest = max(store.stored_event_ms(value) for value in features.values())
+                assert stored.pop("_event_ms") == str(newest), (name, entity)
+            assert stored == features, (name, entity)
+
+
+def test_hashes_written_before_event_ms_existed_are_upgraded(client: redis.Redis) -> None:
+    """`_event_ms` of an old hash is the newest of all its features, not of those written."""
+    key = store.feature_key("legacy", "e")
+    client.eval(SINGLE_KEY_LUA, 1, key, "1", "1", "0",
+                "a", store.encode("a10", 10), "b", store.encode("b5", 5))  # fmt: skip
+    assert call_script(client, [(key, 6, [("b", store.encode("b6", 6))])]) == [1, 0, 0]
+    assert client.hget(key, "_event_ms") == b"10"
+    # a newer event than b, older than a: compared feature by feature, not written blindly
+    assert call_script(client, [(key, 8, [("a", store.encode("a8", 8))])]) == [0, 0, 1]
+    assert call_script(client, [(key, 11, [("a", store.encode("a11", 11))])]) == [1, 0, 0]
+    assert client.hmget(key, "a", "b", "_event_ms") == [
+        store.encode("a11", 11).encode(), store.encode("b6", 6).encode(), b"11",
+    ]  # fmt: skip
+
+
+def _resp_args(payload: bytes) -> list[bytes]:
+    """The arguments of one RESP command (what `script_call` built), parsed back."""
+    lines = payload.split(b"\r\n")
+    count = int(lines[0][1:])
+    args, at = [], 1
+    while len(args) < count:
+        size = int(lines[at][1:])
+        value = b"\r\n".join(lines[at + 1 :])[:size]
+        args.append(value)
+        at += 1 + value.count(b"\r\n") + 1
+    return args
 
 
 # -- the writer ------------------------------------------------------------------------------------
@@ -282,6 +482,69 @@ def test_non_retryable_errors_raise(redis_stack: Stack, client: redis.Redis) -> 
             w.write_batch([FeatureRow("ok", 1, {"a": 1}), FeatureRow("string", 1, {"a": 1})])
         with pytest.raises(OnlineStoreError, match="does not hold an rtml feature value"):
             w.write_batch([FeatureRow("foreign", 1, {"a": 1})])
+
+
+def test_an_error_in_one_key_leaves_the_other_keys_of_the_call_written(
+    redis_stack: Stack, client: redis.Redis
+) -> None:
+    bad = store.feature_key("mixed", "e150")
+    client.set(bad, "not a hash")
+    rows = [FeatureRow(f"e{i}", T0, {"a": i, "b": "x"}) for i in range(300)]
+    with (
+        writer(redis_stack, FeatureSet("mixed"), batch_size=500) as w,
+        pytest.raises(OnlineStoreError, match="Redis refused the write of rtml:fs:mixed:e150"),
+    ):
+        w.write_batch(rows)
+    assert client.get(bad) == b"not a hash"
+    for i in (0, 149, 151, 299):
+        online = store.get_features(client, "mixed", f"e{i}")
+        assert online is not None and online.values == {"a": i, "b": "x"}
+
+
+@pytest.mark.timeout(120)
+def test_out_of_memory_is_retried_until_redis_has_room(
+    redis_stack: Stack, client: redis.Redis
+) -> None:
+    """OOM comes back per key from inside the script: those keys wait and are written later."""
+    rows = [FeatureRow(f"e{i}", T0, {"a": i}) for i in range(50)]
+    result: dict[str, object] = {}
+
+    def write() -> None:
+        with writer(redis_stack, FeatureSet("oom"), backoff_max_s=0.2) as w:
+            result["stats"] = w.write_batch(rows)
+
+    client.config_set("maxmemory", "1")  # every write is refused: OOM
+    try:
+        thread = threading.Thread(target=write, name="writer")
+        thread.start()
+        time.sleep(1.5)
+        assert thread.is_alive(), "write_batch returned while Redis refused every write"
+        assert client.dbsize() == 0
+    finally:
+        client.config_set("maxmemory", "0")
+    thread.join(timeout=60)
+    stats = result["stats"]
+    assert isinstance(stats, store.WriteStats)
+    assert stats.retries > 1 and stats.written == 50
+    assert client.dbsize() == 50
+
+
+def test_dataframes_and_dicts_are_written_alike(redis_stack: Stack, client: redis.Redis) -> None:
+    rows = [*rows_for(500), *rows_for(500, start_ms=T0 - 1), *rows_for(300, start_ms=T0 + 7)]
+    frame = pd.DataFrame(rows)
+    with writer(redis_stack, FeatureSet("frame", ttl_ms=60_000)) as w:
+        from_frame = w.write_batch(frame)
+    with writer(redis_stack, FeatureSet("dicts", ttl_ms=60_000)) as w:
+        from_dicts = w.write_batch(rows)
+    assert dataclasses.replace(from_frame, seconds=0, calls=0) == dataclasses.replace(
+        from_dicts, seconds=0, calls=0
+    )
+    assert (from_frame.rows, from_frame.keys, from_frame.written) == (1300, 500, 2500)
+    for i in range(500):
+        by_frame = client.hgetall(store.feature_key("frame", f"u{i}"))
+        by_dicts = client.hgetall(store.feature_key("dicts", f"u{i}"))
+        del by_frame[b"_updated_ms"], by_dicts[b"_updated_ms"]
+        assert by_frame == by_dicts
 
 
 @pytest.mark.timeout(300)

@@ -316,6 +316,148 @@ def test_bad_rows_are_named() -> None:
         store.plan_writes([FeatureRow("u", 1, {"a": [1, 2]})], FS)
 
 
+def _bulks(resp: str | bytes) -> list[str]:
+    """The RESP bulk strings in `resp`, one after the other (lengths in UTF-8 bytes)."""
+    data = resp.encode() if isinstance(resp, str) else resp
+    out, at = [], 0
+    while at < len(data):
+        assert data[at : at + 1] == b"$", data[at:]
+        end = data.index(b"\r\n", at)
+        size = int(data[at + 1 : end])
+        out.append(data[end + 2 : end + 2 + size].decode())
+        assert data[end + 2 + size : end + 4 + size] == b"\r\n"
+        at = end + 4 + size
+    return out
+
+
+def _planned(groups: list[store.KeyGroup]) -> dict[tuple[str, str], str]:
+    """(key, feature) -> encoded value, read back from the groups' RESP arguments."""
+    planned = {}
+    for group in groups:
+        assert _bulks(group.key_arg) == [group.key]
+        t, n, *pairs = _bulks(group.args)
+        assert (int(t), 2 * int(n), group.nargs) == (group.event_ms, len(pairs), 2 + len(pairs))
+        for name, value in zip(pairs[::2], pairs[1::2], strict=True):
+            assert store.stored_event_ms(value) == group.event_ms
+            assert (group.key, name) not in planned
+            planned[(group.key, name)] = value
+    return planned
+
+
+def test_plan_columns_equals_plan_writes_for_every_column_type() -> None:
+    rng = np.random.default_rng(3)
+    n = 400
+    floats = rng.normal(size=n) * 10.0 ** rng.integers(-8, 12, n)
+    floats[rng.integers(0, n, 20)] = np.nan
+    floats[:4] = [np.inf, -np.inf, -0.0, 1e22]
+    frame = pd.DataFrame(
+        {
+            "entity_id": [f"e{i}" if i % 7 else i for i in rng.integers(0, 60, n)],
+            "event_ms": rng.integers(T0 - 5, T0 + 5, n),  # many ties
+            "count": rng.integers(-(2**62), 2**62, n),
+            "small": rng.integers(0, 3, n).astype(np.int8),
+            "huge": np.full(n, 2**64 - 1, dtype=np.uint64),
+            "ratio": floats,
+            "single": floats.astype(np.float32),
+            "flag": rng.integers(0, 2, n).astype(bool),
+            "label": rng.choice(["", "plain", 'q"b\\s', "ünï ✓", "line\nbreak", None], n),
+            "maybe": pd.Series(rng.integers(0, 4, n), dtype="Int64").where(floats > 0, pd.NA),
+            "mixed": rng.choice(np.array([1, 2.5, "x", None, True], dtype=object), n),
+        }
+    )
+    records = frame.to_dict("records")
+    writes, superseded = store.plan_writes(store.as_rows(records, FS), FS)
+    expected = {(w.key, name): value for w in writes for name, value in w.fields.items()}
+
+    groups, rows, superseded_columns = store.plan_columns(
+        frame["entity_id"], frame["event_ms"],
+        {name: frame[name] for name in frame.columns[2:]}, FS,
+    )  # fmt: skip
+
+    assert _planned(groups) == expected
+    assert (rows, superseded_columns) == (n, superseded)
+    assert len(groups) == len(writes) == len({w.key for w in writes})
+    # plain sequences work too, and so do datetimes as event times
+    as_lists = store.plan_columns(
+        list(frame["entity_id"]), pd.to_datetime(frame["event_ms"], unit="ms"),
+        {"count": frame["count"].tolist()}, FS,
+    )[0]  # fmt: skip
+    assert _planned(as_lists) == {slot: v for slot, v in expected.items() if slot[1] == "count"}
+
+
+def test_plan_columns_keeps_the_last_of_the_newest_rows_per_entity() -> None:
+    groups, rows, superseded = store.plan_columns(
+        ["a", "b", "a", "a", "a", 7, "7"],
+        [10, 10, 12, 11, 12, 1, 1],
+        {"v": [1, 2, 3, 4, 5, 6, 7]},
+        FS,
+    )
+    assert _planned(groups) == {
+        ("rtml:fs:clicks:a", "v"): store.encode(5, 12),  # 12 twice: the later row
+        ("rtml:fs:clicks:b", "v"): store.encode(2, 10),
+        ("rtml:fs:clicks:7", "v"): store.encode(7, 1),  # 7 and "7" are one entity
+    }
+    assert (rows, superseded) == (7, 4)
+    assert store.plan_columns([], [], {"v": []}, FS) == ([], 0, 0)
+    assert store.plan_columns(["a"], [1], {}, FS) == ([], 1, 0)
+
+
+def test_plan_columns_rejects_bad_columns_with_the_reason() -> None:
+    with pytest.raises(ValueError, match="invalid entity id ''"):
+        store.plan_columns(["a", ""], [1, 2], {"v": [1, 2]}, FS)
+    with pytest.raises(ValueError, match="invalid entity id 1.5"):
+        store.plan_columns(pd.Series([1.5]), [1], {"v": [1]}, FS)
+    with pytest.raises(ValueError, match="invalid event time 1.5"):
+        store.plan_columns(["a"], pd.Series([1.5]), {"v": [1]}, FS)
+    with pytest.raises(ValueError, match="out of range"):
+        store.plan_columns(["a", "b"], pd.Series([1, -(2**53)]), {"v": [1, 2]}, FS)
+    with pytest.raises(ValueError, match="has 1 rows, not 2"):
+        store.plan_columns(["a", "b"], [1, 2], {"v": [1]}, FS)
+    with pytest.raises(ValueError, match="invalid feature name '_version'"):
+        store.plan_columns(["a"], [1], {"_version": [1]}, FS)
+    with pytest.raises(TypeError, match="feature 'v' of rtml:fs:clicks:b: unsupported"):
+        store.plan_columns(["a", "b"], [1, 2], {"v": [1, [2]]}, FS)
+    with RedisFeatureWriter("redis://127.0.0.1:1/0", FS) as writer:
+        with pytest.raises(ValueError, match="row has no 'event_ms' column"):
+            writer.write_batch(pd.DataFrame({"entity_id": ["u"], "a": [1]}))
+        with pytest.raises(ValueError, match="duplicate columns"):
+            writer.write_batch(
+                pd.DataFrame([["u", 1, 1, 2]], columns=["entity_id", "event_ms", "a", "a"])
+            )
+        assert writer._thread is None  # nothing was sent
+
+
+def test_group_writes_splits_a_key_by_event_time() -> None:
+    writes, _ = store.plan_writes(
+        [FeatureRow("a", 10, {"x": 1, "y": 2}), FeatureRow("a", 12, {"y": 3, "z": "ü"})], FS
+    )
+    groups = store.group_writes(writes)
+    assert [(g.key, g.event_ms) for g in groups] == [
+        ("rtml:fs:clicks:a", 10),
+        ("rtml:fs:clicks:a", 12),
+    ]
+    assert _planned(groups) == {
+        ("rtml:fs:clicks:a", "x"): store.encode(1, 10),
+        ("rtml:fs:clicks:a", "y"): store.encode(3, 12),
+        ("rtml:fs:clicks:a", "z"): store.encode("ü", 12),
+    }
+
+
+def test_script_call_is_one_resp_command() -> None:
+    writes = [
+        store.KeyWrite("rtml:fs:c:ü", {"f": store.encode("✓", 5)}),
+        store.KeyWrite("rtml:fs:c:b", {"g": store.encode(1, -2)}),
+    ]
+    groups = store.group_writes(writes)
+    payload = store.script_call("ab" * 20, groups, "3", 77, 0)
+    head, rest = payload.split(b"\r\n", 1)
+    assert head == b"*16"
+    assert _bulks(rest) == [
+        "EVALSHA", "ab" * 20, "2", "rtml:fs:c:ü", "rtml:fs:c:b", "3", "77", "0",
+        "5", "1", "f", store.encode("✓", 5), "-2", "1", "g", store.encode(1, -2),
+    ]  # fmt: skip
+
+
 def test_split_batches() -> None:
     assert store.split_batches(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
     assert store.split_batches(list(range(6)), 3) == [[0, 1, 2], [3, 4, 5]]
@@ -361,6 +503,25 @@ def test_backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() -> None:
 )
 def test_classify(error: BaseException, kind: ErrorKind) -> None:
     assert store.classify(error) is kind
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        ("OOM command not allowed when used memory > 'maxmemory'.", ErrorKind.RETRY),
+        ("READONLY You can't write against a read only replica.", ErrorKind.RETRY),
+        ("LOADING Redis is loading the dataset in memory", ErrorKind.RETRY),
+        ("BUSY Redis is busy running a script.", ErrorKind.RETRY),
+        ("NOSCRIPT No matching script.", ErrorKind.RELOAD_SCRIPT),
+        ("WRONGTYPE Operation against a key holding the wrong kind of value", ErrorKind.FATAL),
+        ("ERR rtml online store: value for b is not encoded", ErrorKind.FATAL),
+    ],
+)
+def test_classify_errors_as_redis_py_parses_them(reply: str, kind: ErrorKind) -> None:
+    """redis-py strips some codes off the message (OOM, READONLY): the class still tells."""
+    from redis._parsers.base import BaseParser
+
+    assert store.classify(BaseParser.parse_error(reply)) is kind
 
 
 def test_writer_settings_are_validated() -> None:
