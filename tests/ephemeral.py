@@ -6,13 +6,22 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
 
+from rtml.flinkrest import FlinkRest
 from rtml.settings import PROJECT_ROOT, ephemeral_stack_settings, settings_env
 
-__all__ = ["ephemeral_stack_settings", "private_featureset", "run_rtml", "settings_env"]
+__all__ = [
+    "ephemeral_stack_settings",
+    "private_featureset",
+    "run_rtml",
+    "running_job",
+    "settings_env",
+]
 
 
 def run_rtml(
@@ -47,3 +56,16 @@ def private_featureset(folder: Path, base: str) -> tuple[str, dict, dict[str, st
     (features_dir / f"{name}.yaml").write_text(yaml.safe_dump(definition))
     env = {"RTML_FEATURES_DIR": str(features_dir), "RTML_FEATURES_ID_PREFIX": f"it-{run}"}
     return name, definition, env
+
+
+@contextmanager
+def running_job(env: dict[str, str], rest: FlinkRest, job: str, *args: str) -> Iterator[str]:
+    """`rtml submit JOB ARGS... --detached`, running; cancelled on the way out."""
+    submitted = run_rtml(env, "submit", job, *args, "--detached", timeout=300)
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip().splitlines()[-1]
+    try:
+        rest.wait_for_state(job_id, {"RUNNING"}, timeout_s=120)
+        yield job_id
+    finally:
+        rest.cancel(job_id)

@@ -9,12 +9,11 @@ import statistics
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import redis
-from ephemeral import private_featureset, run_rtml
+from ephemeral import private_featureset, running_job
 
 from rtml import generate
 from rtml.flinkrest import FlinkRest
@@ -118,19 +117,6 @@ def assert_same_features(got: dict, want: dict, where: str) -> None:
             assert (got[name], type(got[name])) == (value, type(value)), (where, name)
 
 
-@contextmanager
-def feature_job(env: dict[str, str], name: str, rest: FlinkRest) -> Iterator[str]:
-    """`rtml submit features NAME --detached`, running; cancelled on the way out."""
-    submitted = run_rtml(env, "submit", "features", name, "--detached", timeout=300)
-    assert submitted.returncode == 0, submitted.stderr
-    job_id = submitted.stdout.strip().splitlines()[-1]
-    try:
-        rest.wait_for_state(job_id, {"RUNNING"}, timeout_s=120)
-        yield job_id
-    finally:
-        rest.cancel(job_id)
-
-
 def feature_rows(bootstrap: str, topic: str, count: int) -> list[dict]:
     """The committed feature rows, read until `count` arrived (and a while more, so duplicates
     would be seen too)."""
@@ -197,7 +183,7 @@ def test_fraud_card_features_in_kafka_and_redis_equal_a_direct_computation(
     for flag in ("country_new_24h", "ip_new_24h", "device_new_24h"):
         assert Counter(row[flag] for row in expected.values()).keys() == {True, False}, flag
     try:
-        with feature_job(env, name, rest) as job_id:
+        with running_job(env, rest, "features", name) as job_id:
             topic = definition["source"]["topic"]
             half = len(events) // 2
             generate.produce(bootstrap, topic, as_records(events[:half], fraud.key_of))
@@ -237,7 +223,7 @@ def test_fraud_card_features_in_kafka_and_redis_equal_a_direct_computation(
             replay_env = {
                 **env, "RTML_FEATURES_ID_PREFIX": env["RTML_FEATURES_ID_PREFIX"] + "-replay"
             }  # fmt: skip
-            with feature_job(replay_env, name, rest):
+            with running_job(replay_env, rest, "features", name):
                 feature_rows(bootstrap, definition["features_topic"], 2 * len(events))
                 time.sleep(6)  # the replay's last Redis batch is acknowledged before its checkpoint
                 assert redis_snapshot(client, name) == before
@@ -263,7 +249,7 @@ def test_fraud_merchant_features_are_exact_in_event_time_order(
     merchants = {e["merchant_id"] for e in events}
     assert len(tied) <= len(merchants) // 5, tied  # the test itself is sound
     by_event = {e["event_id"]: e for e in events}
-    with feature_job(env, name, rest) as job_id:
+    with running_job(env, rest, "features", name) as job_id:
         topic = definition["source"]["topic"]
         generate.produce(bootstrap, topic, as_records(events, fraud.key_of))
         # Features follow the watermark: a later marker on every partition releases them all

@@ -12,14 +12,12 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from ephemeral import private_featureset, run_rtml
+from ephemeral import private_featureset, run_rtml, running_job
 from integration.test_features_job import expected_card_features
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -73,19 +71,6 @@ def load_on_server(base_url: str, name: str, versions: list[str]) -> None:
     while not all(v2client.model_ready(base_url, name, v) for v in versions):
         assert time.monotonic() < deadline, f"{name} {versions} not ready"
         time.sleep(0.5)
-
-
-@contextmanager
-def scoring_job(env: dict[str, str], model: str, rest: FlinkRest) -> Iterator[str]:
-    """`rtml submit scoring MODEL --detached`, running; cancelled on the way out."""
-    submitted = run_rtml(env, "submit", "scoring", model, "--detached", timeout=300)
-    assert submitted.returncode == 0, submitted.stderr
-    job_id = submitted.stdout.strip().splitlines()[-1]
-    try:
-        rest.wait_for_state(job_id, {"RUNNING"}, timeout_s=120)
-        yield job_id
-    finally:
-        rest.cancel(job_id)
 
 
 def predictions(bootstrap: str, topic: str, count: int, settle_s: float = 3) -> list[dict]:
@@ -197,7 +182,7 @@ def test_predictions_are_exactly_once_like_the_model_and_follow_a_promoted_versi
         halves = events[:300], events[300:]
         topic = definition["source"]["topic"]
         out = featureset_env["RTML_SCORING_PREDICTIONS_TOPIC"]
-        with scoring_job(env, model, rest) as job_id:
+        with running_job(env, rest, "scoring", model) as job_id:
             seen = 0
             for version, half in zip(versions, halves, strict=True):
                 if version == "2":  # promoted while the job runs: later events get version 2
@@ -271,7 +256,7 @@ def test_a_stalled_or_failing_server_gets_fallbacks_and_the_breaker_opens_and_cl
         causes = {"sleep": "timeout", "error": "HTTP 503", "wrong_schema": "schema: "}
         topic = definition["source"]["topic"]
         out = featureset_env["RTML_SCORING_PREDICTIONS_TOPIC"]
-        with scoring_job(env, model, rest) as job_id:
+        with running_job(env, rest, "scoring", model) as job_id:
             seen = 0
             opened = 0
             for phase, count in phases:
@@ -351,7 +336,7 @@ def test_killed_taskmanagers_lose_and_duplicate_no_prediction(
             "RTML_SCORING_MODEL_REPO": str(repo), "RTML_SCORING_FOLLOW_VERSIONS": "false",
         }  # fmt: skip
         try:
-            with scoring_job(env, model, rest) as job_id:
+            with running_job(env, rest, "scoring", model) as job_id:
                 generate.produce(bootstrap, topic, as_records(parts[0], fraud.key_of))
                 sent = 300
                 for kill in range(2):
