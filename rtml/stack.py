@@ -459,6 +459,8 @@ class Stack:
             "FLINK_LOG_DIR": str(self.settings.logs_dir),
             "FLINK_PID_DIR": str(self.settings.pids_dir / "flink"),
             "PYFLINK_CLIENT_EXECUTABLE": str(self.settings.python),
+            # Python workers score with the in-process fallback model: one native thread each.
+            **{k: v for k, v in model_repo.MODEL_THREADS.items() if k not in os.environ},
         }
 
     def submit(

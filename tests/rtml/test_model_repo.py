@@ -139,3 +139,6 @@ def test_mlserver_command_and_env(tmp_path: Path) -> None:
     assert env["PATH"] == "/bin"
     assert "MLSERVER_MODEL_NAME" not in env and "MLSERVER_DEBUG" not in env
     assert env["MLSERVER_HTTP_PORT"] == "1"
+    assert env["OMP_NUM_THREADS"] == "1" and env["OPENBLAS_NUM_THREADS"] == "1"
+    # a user's own thread settings win
+    assert model_repo.mlserver_env(1, 2, 3, base={"OMP_NUM_THREADS": "4"})["OMP_NUM_THREADS"] == "4"
