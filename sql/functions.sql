@@ -9,3 +9,8 @@ CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS SLIDING_WINDOW_FEATURES
 -- operator that evaluates it: sql/common/dead_letters.sql counts every job's dead letters by reason.
 CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS COUNT_DEAD_LETTER
   AS 'dev.rtml.udfs.CountDeadLetter' LANGUAGE JAVA;
+
+-- A JSON object's named top-level fields, parsed once: MAP<STRING, STRING> of each field's
+-- JSON_VALUE text and its JSON type ('f:type'); NULL when the text is not one JSON object.
+CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS JSON_FIELDS
+  AS 'dev.rtml.udfs.JsonFields' LANGUAGE JAVA;

@@ -8,7 +8,7 @@ CREATE TABLE raw_events (
   source_topic STRING METADATA FROM 'topic' VIRTUAL,
   source_partition INT METADATA FROM 'partition' VIRTUAL,
   source_offset BIGINT METADATA FROM 'offset' VIRTUAL,
-  event_time AS TO_TIMESTAMP_LTZ(TRY_CAST(JSON_VALUE(CAST(payload AS STRING), '$.ts') AS BIGINT), 3),
+  event_time AS TO_TIMESTAMP_LTZ(TRY_CAST(JSON_FIELDS(CAST(payload AS STRING), 'ts')['ts'] AS BIGINT), 3),
   WATERMARK FOR event_time AS event_time - INTERVAL '${out_of_orderness_seconds}' SECOND
 ) WITH (
   'connector' = 'kafka',
