@@ -7,12 +7,13 @@ import json
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from pydantic_settings import BaseSettings
 
 from rtml import flinkrest, generate, statecheck
 from rtml.generators import GENERATORS
-from rtml.settings import LOOPBACK, SmokeJobSettings, StackSettings
+from rtml.settings import LOOPBACK, BacktestSettings, SmokeJobSettings, StackSettings
 
 
 def _env_help(*models: type[BaseSettings]) -> str:
@@ -154,6 +155,64 @@ def build_parser() -> argparse.ArgumentParser:
     train_fraud.add_argument("--model-name", default="fraud", help="name on the model server")
     train_fraud.add_argument(
         "--no-publish", action="store_true", help="only write the artifacts under --out"
+    )
+
+    backtest = commands.add_parser(
+        "backtest",
+        help="replay a Kafka range through a feature set's SQL; score candidate models and the "
+        "production model with the live job's scorer; compare with labels and recorded "
+        "predictions; check training-serving parity",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Writes OUT/frame.parquet, OUT/summary.json and OUT/report.html; reads production "
+        "topics only. Exit code 2: the backtest cannot run as asked (the message says why).\n\n"
+        + _env_help(BacktestSettings),
+    )
+    backtest.add_argument(
+        "model", help="the model's name on the model server and in the repository (e.g. fraud)"
+    )
+    backtest.add_argument(
+        "--candidate", action="append", required=True, metavar="DIR", type=Path,
+        help="a model folder: `rtml train --out` output (primary/ + fallback/) or one model "
+        "(model.joblib + metadata.json); repeat for several",
+    )  # fmt: skip
+    backtest.add_argument(
+        "--production", metavar="VERSION|DIR",
+        help="the production model: a version of MODEL in the repository or a folder (default: "
+        "the version promoted on the models topic, else the repository's newest)",
+    )  # fmt: skip
+    backtest.add_argument("--from", dest="from_", metavar="TIME", help="ISO-8601 or epoch ms")
+    backtest.add_argument("--to", metavar="TIME", help="ISO-8601 or epoch ms (exclusive)")
+    backtest.add_argument("--offsets", help="PARTITION:START[-END],... (END exclusive)")
+    backtest.add_argument("--group", help="from this consumer group's committed offsets")
+    backtest.add_argument(
+        "--featureset", help="feature set to compute (default: RTML_SCORING_FEATURESET)"
+    )
+    backtest.add_argument("--labels-topic", default="rtml.fraud.labels")
+    backtest.add_argument(
+        "--labels-until", metavar="TIME",
+        help="use only labels reported before this time (default: every label on the topic now)",
+    )  # fmt: skip
+    backtest.add_argument(
+        "--predictions-topic", help="production predictions (default: rtml.predictions.MODEL)"
+    )
+    backtest.add_argument("--out", type=Path, help="default: .rtml/backtests/RUN_ID/")
+    backtest.add_argument(
+        "--no-timeouts", action="store_true",
+        help="no request timeout or deadline: every model answers from its primary unless it fails",
+    )  # fmt: skip
+    backtest.add_argument(
+        "--run-id", help="names the run's folder, topic and keys (default: random)"
+    )
+    backtest.add_argument(
+        "--output-topic", help="also write candidate predictions here (must contain the run id)"
+    )
+    backtest.add_argument(
+        "--redis-prefix",
+        help="also write recomputed features to Redis under this prefix (must contain the run "
+        "id, outside rtml:fs:)",
+    )  # fmt: skip
+    backtest.add_argument(
+        "--no-parity", action="store_true", help="skip the check against the features topic"
     )
 
     models = commands.add_parser("models", help="model versions the scoring jobs use")
@@ -372,7 +431,31 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backtest(args: argparse.Namespace) -> int:
+    from rtml.backtest import BacktestOptions, run_backtest
+    from rtml.offline import KafkaRange, parse_time
+
+    try:
+        options = BacktestOptions(
+            model=args.model, candidates=tuple(args.candidate),
+            kafka_range=KafkaRange.from_options(args.from_, args.to, args.offsets, args.group),
+            production=args.production, featureset=args.featureset,
+            labels_topic=args.labels_topic,
+            labels_until_ms=parse_time(args.labels_until) if args.labels_until else None,
+            predictions_topic=args.predictions_topic, out=args.out, no_timeouts=args.no_timeouts,
+            run_id=args.run_id, output_topic=args.output_topic, redis_prefix=args.redis_prefix,
+            parity=not args.no_parity,
+        )  # fmt: skip
+        run_backtest(options, log=lambda line: print(line, flush=True))
+    except (ValueError, FileNotFoundError) as error:
+        # Bad input (range, model folders, isolation): one line, exit code 2, no traceback.
+        print(f"rtml: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 HANDLERS = {
+    "backtest": _backtest,
     "models": _models,
     "train": _train,
     "demo": _demo,

@@ -278,3 +278,36 @@ class ScoringJobSettings(JobSettings):
             breaker_half_open_probes=self.scoring_breaker_half_open_probes,
             threshold=self.scoring_threshold,
         )
+
+
+class BacktestSettings(ScoringJobSettings):
+    """`rtml backtest`: the live scoring job's settings (scorer, models topic, predictions topic,
+    fallback model), plus where feature sets and backtest outputs live (RTML_BACKTEST_*)."""
+
+    redis_port: int = 6379
+    redis_url: str = Field(
+        "", description="Redis for --redis-prefix outputs (default: the local stack's)"
+    )
+    features_dir: Path = Field(
+        PROJECT_ROOT / "sql" / "features", description="where feature set definitions live"
+    )
+    backtest_dir: Path = Field(
+        PROJECT_ROOT / ".rtml" / "backtests", description="default parent of --out (one per run)"
+    )
+    backtest_read_timeout_s: float = Field(
+        60.0, description="give up reading a topic to its end after this long without progress"
+    )
+
+    @model_validator(mode="after")
+    def _local_redis_by_default(self) -> BacktestSettings:
+        if not self.redis_url:
+            object.__setattr__(self, "redis_url", f"redis://{LOOPBACK}:{self.redis_port}/0")
+        return self
+
+    def feature_job_settings(self) -> FeatureJobSettings:
+        """The settings an offline feature run takes (same broker, jars, Flink config)."""
+        return FeatureJobSettings(
+            kafka_bootstrap=self.kafka_bootstrap, jars_dir=self.jars_dir,
+            flink_conf_dir=self.flink_conf_dir, parallelism=self.parallelism,
+            features_dir=self.features_dir, redis_url=self.redis_url, online_store=False,
+        )  # fmt: skip
