@@ -107,8 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--start-ms", type=int, default=None, help="event time of the first event (default: now)"
     )
 
-    commands.add_parser(
-        "demo", help="run the main job on generated data and show its results (needs `stack up`)"
+    demo = commands.add_parser(
+        "demo",
+        help="the fraud pipeline on generated transactions: train (if needed), features, scoring, "
+        "flagged transactions (needs `stack up`)",
+    )
+    demo.add_argument(
+        "which", nargs="?", choices=["fraud", "smoke"], default="fraud",
+        help="fraud (default): the whole fraud pipeline; smoke: the smoke job's window counts",
+    )  # fmt: skip
+    demo.add_argument("--events", type=int, default=5000, help="fraud: transactions to send")
+    demo.add_argument(
+        "--seed", type=int, default=None, help="fraud: generator seed (default: time)"
+    )
+    demo.add_argument(
+        "--train-events", type=int, default=5000, help="fraud: transactions to train on, if needed"
     )
 
     read = commands.add_parser("read", help="print records of a topic (read_committed)")
@@ -404,9 +417,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from rtml import demo
+    if args.which == "smoke":
+        from rtml import demo
 
-    return demo.run()
+        return demo.run()
+    from rtml import fraud_demo
+
+    return fraud_demo.run(events=args.events, seed=args.seed, train_events=args.train_events)
 
 
 def _models(args: argparse.Namespace) -> int:

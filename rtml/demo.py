@@ -1,6 +1,6 @@
-"""`rtml demo`: run the main job on the local stack with generated data and show what it produced.
+"""`rtml demo smoke`: the smoke job on the local stack with generated data, and what it produced.
 
-Until the fraud pipeline exists, the main job is the smoke job.
+`rtml demo` (rtml/fraud_demo.py) runs the fraud pipeline; this one checks the stack end to end.
 """
 
 from __future__ import annotations
