@@ -276,9 +276,15 @@ def run(
     fraud = GENERATORS["fraud"]
     transactions = fraud.generate(events, seed=seed, start_ms=start_ms, rate=TRAINING_RATE)
     generate.produce(bootstrap, definition.source.topic, as_records(transactions, fraud.key_of))
+    # Their chargebacks and confirmations, as `rtml generate fraud` sends them: the demo's history
+    # can then be backtested (`rtml backtest`) like production's.
+    labels = fraud.labels(transactions, seed=seed)
+    kafka_admin.ensure_topics(bootstrap, {fraud.labels_topic_default: definition.source.partitions})
+    generate.produce(bootstrap, fraud.labels_topic_default, as_records(labels, fraud.key_of))
     kinds = Counter(str(e["fraud_type"]) for e in transactions if e["is_fraud"])
     log(
-        f"events: sent {events} transactions (seed {seed}) to {definition.source.topic}; "
+        f"events: sent {events} transactions (seed {seed}) to {definition.source.topic} and "
+        f"{len(labels)} labels to {fraud.labels_topic_default}; "
         f"injected attacks: {dict(kinds) or 'none'}"
     )
 
