@@ -86,6 +86,7 @@ class LocalV2Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._connections: set[asyncio.Task] = set()
 
     @property
     def url(self) -> str:
@@ -121,16 +122,28 @@ class LocalV2Server:
             return
 
         async def close() -> None:
+            # Kept-alive connections are still being served: end them while the loop runs, or
+            # their tasks die with the loop ("Task was destroyed but it is pending!").
             if self._server is not None:
                 self._server.close()
+            for task in self._connections:
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
+            if self._server is not None:
+                await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=5)
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if not loop.is_running():
+            loop.close()
         self._loop = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
         try:
             while True:
                 try:
@@ -159,7 +172,12 @@ class LocalV2Server:
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             return
+        except asyncio.CancelledError:
+            # stop() ends kept-alive connections. Finish normally: Python 3.11's stream callback
+            # calls task.exception() on a cancelled task and logs the CancelledError it raises.
+            return
         finally:
+            self._connections.discard(task)
             writer.close()
 
     def _handle(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
