@@ -30,6 +30,7 @@ from rtml.online_store import feature_key
 from rtml.settings import FeatureJobSettings, ScoringJobSettings, StackSettings
 from rtml.stack import Stack
 from rtml.training.fraud import DEFAULT_RATE as TRAINING_RATE
+from rtml.training.fraud import generated_records
 
 DEMO_EVENTS = 5000
 SHOWN_FEATURES = (
@@ -213,6 +214,26 @@ def ensure_models(
     return fallback
 
 
+def events_that_fit(wanted: int, now_ms: int, previous_ms: int | None) -> int:
+    """How many of `wanted` transactions, at the training rate and ending now, are all dated
+    after an earlier run's newest event (`previous_ms`): the feature job would dead-letter older
+    ones as late."""
+    if previous_ms is None:
+        return wanted
+    room_ms = now_ms - previous_ms - 1000  # the first new event at least 1 s after the last old
+    return max(0, min(wanted, int(room_ms / 1000 * TRAINING_RATE)))
+
+
+def offset_ranges(before: Mapping[int, int], after: Mapping[int, int]) -> str:
+    """`PARTITION:START-END,...` (END exclusive) of what was written in between, as
+    `rtml backtest --offsets` takes it; partitions that got nothing are left out."""
+    return ",".join(
+        f"{p}:{before.get(p, 0)}-{end}"
+        for p, end in sorted(after.items())
+        if end > before.get(p, 0)
+    )
+
+
 def running_job(rest: flinkrest.FlinkRest, name: str) -> str | None:
     for job in rest.jobs():
         if job.name == name and job.state in JOB_STATES_ALIVE:
@@ -264,23 +285,41 @@ def run(
         stack, rest, "scoring", f"rtml-scoring-{scoring.scoring_model}", scoring.scoring_model, log
     )
 
+    since_transactions = end_offsets(bootstrap, definition.source.topic)
     since_predictions = end_offsets(bootstrap, predictions_topic)
     since_features = end_offsets(bootstrap, definition.features_topic)
     seed = int(time.time()) if seed is None else seed
-    # The training data's rate (and, with as many events, cards): the model sees what it learned.
     now_ms = int(time.time() * 1000)
+    previous_ms = last_event_ms(bootstrap, definition.source.topic)
+    fitting = events_that_fit(events, now_ms, previous_ms)
+    if fitting < 1:
+        log(
+            f"rtml demo: {definition.source.topic} already holds events dated up to now or later; "
+            "wait a minute and run again, or start over: rtml stack down && make clean"
+        )
+        return 1
+    if fitting < events:
+        assert previous_ms is not None
+        log(
+            f"events: an earlier run's transactions end {(now_ms - previous_ms) / 1000:.0f} s "
+            f"ago; sending {fitting} (that span at {TRAINING_RATE:g} per second), not {events}, "
+            "so that none is late"
+        )
+        events = fitting
+    # The training data's rate (and, with as many events, cards): the model sees what it learned.
+    # The history ends now and the Kafka timestamps are the event times, so time ranges
+    # (`rtml backtest --from/--to`) find exactly these transactions.
     start_ms = now_ms - int(events / TRAINING_RATE * 1000)
-    previous = last_event_ms(bootstrap, definition.source.topic)
-    if previous is not None and previous >= start_ms:  # an earlier run's events are newer
-        start_ms = previous + 1000
     fraud = GENERATORS["fraud"]
     transactions = fraud.generate(events, seed=seed, start_ms=start_ms, rate=TRAINING_RATE)
-    generate.produce(bootstrap, definition.source.topic, as_records(transactions, fraud.key_of))
+    generate.produce(bootstrap, definition.source.topic, generated_records(transactions))
     # Their chargebacks and confirmations, as `rtml generate fraud` sends them: the demo's history
     # can then be backtested (`rtml backtest`) like production's.
     labels = fraud.labels(transactions, seed=seed)
     kafka_admin.ensure_topics(bootstrap, {fraud.labels_topic_default: definition.source.partitions})
     generate.produce(bootstrap, fraud.labels_topic_default, as_records(labels, fraud.key_of))
+    # This run's records, for `rtml backtest --offsets`.
+    written = offset_ranges(since_transactions, end_offsets(bootstrap, definition.source.topic))
     kinds = Counter(str(e["fraud_type"]) for e in transactions if e["is_fraud"])
     log(
         f"events: sent {events} transactions (seed {seed}) to {definition.source.topic} and "
@@ -328,6 +367,8 @@ def run(
         f"  dead letters         rtml read {definition.source.dead_letter_topic}\n"
         f"  jobs and metrics     rtml jobs list  |  Flink web UI {stack.settings.flink_rest_url}\n"
         f"  switch model version rtml models promote {scoring.scoring_model} VERSION\n"
+        f"  backtest this run    rtml backtest {scoring.scoring_model} --candidate DIR "
+        f"--offsets {written} --no-timeouts\n"
         "  stack                rtml stack status  |  rtml stack down"
     )
     if summary.predicted != summary.events or summary.duplicates:

@@ -75,7 +75,10 @@ def test_demo_scores_every_transaction_once_and_shows_flags_paths_and_where_to_l
         for row in rows:  # flagged rows carry their features from the features topic
             assert re.match(r"\s+tx-11-\d+\s+card-\d+\s+[\d.]+\s+[01]\.\d{3}\s+\w+", row), row
 
-        # the printed commands work: the example card's features are in Redis
+        # the printed commands work: this run's records to backtest, the card's features in Redis
+        offsets = re.search(r"--offsets (\S+)", output).group(1)  # type: ignore[union-attr]
+        ranges = [re.fullmatch(r"(\d+):(\d+)-(\d+)", part) for part in offsets.split(",")]
+        assert all(ranges) and sum(int(r[3]) - int(r[2]) for r in ranges) == EVENTS, offsets
         card = re.search(rf"rtml features get {name} (\S+)", output).group(1)  # type: ignore[union-attr]
         client = redis.Redis.from_url(stack.settings.redis_url)
         assert client.exists(feature_key(name, card)), output

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from rtml.fraud_demo import fallback_reasons, flagged_table, summarize
+from rtml.fraud_demo import (
+    events_that_fit,
+    fallback_reasons,
+    flagged_table,
+    offset_ranges,
+    summarize,
+)
 
 
 def tx(n: int, card: str, fraud: bool = False, kind: str | None = None) -> dict:
@@ -83,3 +89,17 @@ def test_flagged_table_shows_the_highest_scores_at_most_two_per_card() -> None:
                        "0.25"]  # fmt: skip
     assert rows[1][-3:] == ["-", "-", "-"]  # no feature row read for it
     assert len({len(line) for line in lines}) == 1  # aligned columns
+
+
+def test_offset_ranges_name_what_was_written_per_partition() -> None:
+    assert offset_ranges({0: 10, 1: 7, 2: 5}, {0: 25, 1: 7, 2: 6, 3: 4}) == "0:10-25,2:5-6,3:0-4"
+    assert offset_ranges({0: 3}, {0: 3}) == ""
+
+
+def test_events_that_fit_after_an_earlier_run_at_the_training_rate() -> None:
+    now = 1_000_000_000
+    assert events_that_fit(5000, now, None) == 5000
+    assert events_that_fit(5000, now, now - 10 * 3600_000) == 5000  # long ago: all fit
+    assert events_that_fit(5000, now, now - 601_000) == 1200  # 600 s of room at 2 per second
+    assert events_that_fit(5000, now, now - 500) == 0
+    assert events_that_fit(5000, now, now + 3600_000) == 0  # dated in the future
