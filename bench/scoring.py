@@ -1,22 +1,44 @@
-"""Events/s of three ways to score fraud transactions with a model server, side by side in one run.
+"""Events/s and end-to-end latency of three ways to score fraud transactions, side by side.
 
     .venv/bin/python -m bench.scoring [--events 20000] [--stock-events 3000]
-                                      [--out bench/results/scoring.json]
+        [--latency-seconds 20] [--stall-events 2000] [--with-features-only]
+        [--conf KEY=VALUE ...] [--out bench/results/scoring.json]
 
 On a throw-away stack of its own (Kafka, MLServer, Flink; free loopback ports), with a small
-scikit-learn model published under a private name, each variant gets a backlog of generated
-transactions on its own topic and turns it into predictions on a Kafka topic:
+scikit-learn model published under a private name, each variant gets topics of its own (a copy of
+fraud_card per variant) and turns transactions into predictions on a Kafka topic:
 
-(a) rtml: `jobs/scoring.py` (fraud_card features, pandas UDF, batched async scorer, exactly-once);
+(a) rtml: `jobs/scoring.py` (fraud_card features, pandas UDF, batched async scorer), once with
+    the exactly-once predictions sink (the default) and once with RTML_SCORING_DELIVERY=
+    at-least-once;
 (b) stock: the same feature query, then PyFlink's `AsyncDataStream.unordered_wait` with an
     `AsyncFunction` making one V2 request per record (capacity 1000), exactly-once Kafka sink;
-(c) loop: a hand-written Python loop (kafka-python consumer -> the same features in dicts, per
-    card -> one V2 request per poll -> producer, offsets committed after each flush).
+(c) loop: a hand-written Python loop in a process of its own (kafka-python consumer -> the same
+    features in dicts, per card -> one V2 request per poll -> producer, offsets committed after
+    each flush: at-least-once by nature).
 
-Measured: events/s between 20% and 100% of the backlog (predictions topic end offsets), on a
-2-core machine with parallelism 1; also the feature job alone (Kafka only) over the same backlog,
-the baseline of what scoring adds. Not measured here (yet): end-to-end latency percentiles,
-at-least-once mode, and p99 under a stalled server.
+Each variant, in turn (one job at a time on the 2 cores, parallelism 1):
+
+1. Throughput: a backlog of generated transactions; events/s between 20% and 100% of it arriving
+   on the predictions topic (its end offsets, polled every 0.2 s: the exactly-once sink writes as
+   it goes and commits at checkpoints, so uncommitted end offsets follow the job continuously).
+2. Latency, on the same running job: transactions sent at half of that measured rate for
+   --latency-seconds (after 5 s of warm-up) through Kafka's Java console producer, each with
+   `ts` = the wall clock when sent; a `read_committed` consumer of the predictions topic (its own
+   thread) notes when each event's prediction first becomes visible. Latency = visible - ts:
+   Kafka, the job (or loop), the model server and, in exactly-once mode, the wait for the
+   checkpoint that commits the transaction. Predictions not visible 15 s after the last event
+   are counted as `unseen`.
+3. Finally (a) at-least-once against a V2 stub server that never answers in time (it sleeps 5 s
+   per request), with the published model as the local fallback model: the same latency
+   measurement at rtml's at-least-once half rate, plus the fallback rate and the scorer's own
+   `latency_ms` (score() call -> prediction) from the predictions.
+
+`--with-features-only` adds the feature job alone (Kafka only, no scoring) over the same backlog,
+the baseline of what scoring adds. `--conf` sets Flink options for the run's cluster (e.g.
+execution.buffer-timeout.interval=10ms). The targets of issue #4 are written next to the measured
+values. Everything shares this machine's cores (the producer, the consumer and the loop too), so
+compare the variants of one run, not runs of different days.
 """
 
 from __future__ import annotations
@@ -25,20 +47,35 @@ import argparse
 import bisect
 import collections
 import json
+import multiprocessing
 import os
 import platform
+import re
 import shutil
+import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import requests
+import yaml
 
 FEATURES = ["amount", "tx_count_1m", "tx_count_5m", "amount_sum_5m", "merchants_5m"]
 START_MS = 1_763_700_000_000
+WARMUP_S = 5.0
+DRAIN_S = 15.0  # how long predictions may take to show up after the last event is sent
+STALL_SLEEP_MS = 5000  # the stalled server answers after this long (far past any deadline)
+# issue #4's targets
+STOCK_RATIO_TARGET = 20.0
+LOOP_RATIO_TARGET = 5.0
+EXACTLY_ONCE_SLACK_MS = 300.0  # p99 under the checkpoint interval + this
+AT_LEAST_ONCE_P99_MS = 150.0
+STALLED_SLACK_MS = 50.0  # p99 under the scoring deadline + this (+ the pipeline's own latency)
 
 
 # -- (b) the stock per-record AsyncDataStream job (run on the cluster: -pym bench.scoring) -------
@@ -140,7 +177,10 @@ class CardWindows:
         ]  # fmt: skip
 
 
-def hand_written_loop(bootstrap: str, url: str, model: str, source: str, out: str, n: int) -> None:
+def hand_written_loop(
+    bootstrap: str, url: str, model: str, source: str, out: str, stop: threading.Event
+) -> None:
+    """Consume, compute features, score one request per poll, produce, commit; until `stop`."""
     from kafka import KafkaConsumer, KafkaProducer
 
     from rtml import v2client
@@ -153,10 +193,9 @@ def hand_written_loop(bootstrap: str, url: str, model: str, source: str, out: st
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     session = requests.Session()
     windows = CardWindows()
-    done = 0
     try:
-        while done < n:
-            for batch in consumer.poll(timeout_ms=500).values():
+        while not stop.is_set():
+            for batch in consumer.poll(timeout_ms=100).values():
                 events = [json.loads(record.value) for record in batch]
                 rows = [windows.features(event) for event in events]
                 response = session.post(
@@ -173,13 +212,16 @@ def hand_written_loop(bootstrap: str, url: str, model: str, source: str, out: st
                     )
                 producer.flush()
                 consumer.commit()
-                done += len(events)
     finally:
         consumer.close()
         producer.close()
 
 
-# -- the run -------------------------------------------------------------------------------------
+# -- measuring ----------------------------------------------------------------------------------
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def end_offsets(bootstrap: str, topic: str) -> int:
@@ -193,7 +235,7 @@ def end_offsets(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
-def watch(bootstrap: str, topic: str, events: int, limit_s: float = 1800) -> dict:
+def watch(bootstrap: str, topic: str, events: int, limit_s: float = 900) -> dict:
     """events/s between 20% and 100% of the backlog arriving on `topic`."""
     started, marks = time.monotonic(), {}
     while time.monotonic() - started < limit_s and 1.0 not in marks:
@@ -211,120 +253,430 @@ def watch(bootstrap: str, topic: str, events: int, limit_s: float = 1800) -> dic
     }
 
 
+class Visibility(threading.Thread):
+    """A `read_committed` consumer of a predictions topic, from its end: when each event id's
+    prediction first became visible (wall clock ms), with the prediction's path and latency_ms."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        super().__init__(name=f"visibility-{topic}", daemon=True)
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, isolation_level="read_committed", group_id=None,
+            enable_auto_commit=False, fetch_max_wait_ms=20,
+        )  # fmt: skip
+        partitions = [TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic)]
+        self.consumer.assign(partitions)
+        self.consumer.seek_to_end(*partitions)
+        for partition in partitions:  # resolve the end now, before the events are sent
+            self.consumer.position(partition)
+        self.seen: dict[str, tuple[int, str | None, float | None]] = {}
+        self.duplicates = 0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                for batch in self.consumer.poll(timeout_ms=50).values():
+                    now = wall_ms()
+                    for record in batch:
+                        row = json.loads(record.value)
+                        if row["event_id"] in self.seen:
+                            self.duplicates += 1
+                        else:
+                            self.seen[row["event_id"]] = (
+                                now,
+                                row.get("path"),
+                                row.get("latency_ms"),
+                            )
+        finally:
+            self.consumer.close()
+
+
+def send_at_rate(
+    producer: object, events: Iterator[dict], rate: float, seconds: float, sent: dict[str, int]
+) -> float:
+    """Send events at `rate`/s for `seconds`, each with ts = now (recorded in `sent` by event id);
+    returns the rate achieved. A sender that falls behind timestamps what it actually sends."""
+    started = time.monotonic()
+    count = 0
+    while (elapsed := time.monotonic() - started) < seconds:
+        lines = []
+        while count < int(elapsed * rate) + 1:
+            event = next(events)
+            event["ts"] = sent[event["event_id"]] = wall_ms()
+            lines.append(f"{event['card_id']}\t{json.dumps(event)}\n")
+            count += 1
+        producer.stdin.write("".join(lines).encode())  # type: ignore[attr-defined]
+        producer.stdin.flush()  # type: ignore[attr-defined]
+        time.sleep(0.002)
+    return count / (time.monotonic() - started)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    from bench.features import percentile  # the one nearest-rank percentile of the benchmarks
+
+    ordered = sorted(values)
+    if not ordered:
+        return {}
+    return {
+        "p50": round(percentile(ordered, 50), 1),
+        "p95": round(percentile(ordered, 95), 1),
+        "p99": round(percentile(ordered, 99), 1),
+        "max": round(ordered[-1], 1),
+        "mean": round(statistics.fmean(ordered), 1),
+    }
+
+
+def measure_latency(
+    bootstrap: str, jars: Path, source: str, out: str, rate: float, seconds: float, log: Path
+) -> dict:
+    """Events sent at `rate` with ts = now -> predictions visible to read_committed (see above)."""
+    from bench.features import ConsoleProducer
+    from rtml.generators import GENERATORS
+
+    visibility = Visibility(bootstrap, out)
+    visibility.start()
+    producer = ConsoleProducer(bootstrap, source, jars, log)
+    count = int(rate * (WARMUP_S + seconds) * 1.2) + 1000
+    events = GENERATORS["fraud"].iter_events(count, seed=11, start_ms=wall_ms(), cards=500)
+    measured: dict[str, int] = {}
+    try:
+        send_at_rate(producer, events, rate, WARMUP_S, {})
+        load_before = os.getloadavg()[0]
+        achieved = send_at_rate(producer, events, rate, seconds, measured)
+        load_after = os.getloadavg()[0]
+        deadline = time.monotonic() + DRAIN_S
+        while time.monotonic() < deadline and not measured.keys() <= visibility.seen.keys():
+            time.sleep(0.1)
+    finally:
+        visibility.stopping.set()
+        visibility.join(timeout=10)
+        producer.close()
+    seen = [(visibility.seen[e], ts) for e, ts in measured.items() if e in visibility.seen]
+    result = {
+        "target_events_per_s": round(rate),
+        "achieved_events_per_s": round(achieved),
+        "seconds": seconds,
+        "events": len(measured),
+        "seen": len(seen),
+        "unseen": len(measured) - len(seen),
+        "duplicates_seen": visibility.duplicates,
+        "latency_ms": summary([visible - ts for (visible, _, _), ts in seen]),
+        "load_average_1m": {"before": load_before, "after": load_after},
+    }
+    paths = collections.Counter(path for (_, path, _), _ in seen if path is not None)
+    if paths:  # rtml's predictions say how they were scored
+        result["paths"] = dict(paths)
+        result["fallback_rate"] = round(1 - paths["primary"] / max(1, sum(paths.values())), 4)
+        result["scoring_latency_ms"] = summary(
+            [latency for (_, _, latency), _ in seen if latency is not None]
+        )
+    return result
+
+
+def duration_ms(text: str) -> float:
+    """A Flink duration ("5s", "5 s", "500ms", "1min") in ms."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m)?\s*", str(text))
+    if not match:
+        raise ValueError(f"not a duration: {text!r}")
+    unit = {"ms": 1, "s": 1000, "min": 60_000, "m": 60_000, None: 1}[match.group(2)]
+    return float(match.group(1)) * unit
+
+
+def target(name: str, wanted: str, measured: float | None, met: bool | None) -> dict:
+    return {"target": name, "wanted": wanted, "measured": measured, "met": met}
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def variant_featuresets(folder: Path, variants: list[str]) -> tuple[Path, dict[str, dict]]:
+    """Copies of fraud_card (the real SQL), one per variant, `bench_<variant>`, with own topics."""
+    from rtml.settings import PROJECT_ROOT
+
+    features_dir, sources_dir = folder / "features", folder / "sources"
+    features_dir.mkdir(parents=True)
+    sources_dir.mkdir()
+    shutil.copy(PROJECT_ROOT / "sql" / "features" / "fraud_card.sql", features_dir)
+    shutil.copy(PROJECT_ROOT / "sql" / "sources" / "fraud_transactions.sql", sources_dir)
+    base = yaml.safe_load((PROJECT_ROOT / "sql" / "features" / "fraud_card.yaml").read_text())
+    definitions = {}
+    for variant in variants:
+        name = f"bench_{variant}"
+        definition = json.loads(json.dumps(base))
+        definition["name"] = name
+        definition["features_topic"] = f"bench.{variant}.features"
+        definition["source"]["topic"] = f"bench.{variant}.transactions"
+        definition["source"]["dead_letter_topic"] = f"bench.{variant}.dead-letter"
+        (features_dir / f"{name}.yaml").write_text(yaml.safe_dump(definition))
+        definitions[variant] = definition
+    return features_dir, definitions
+
+
 def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--stock-events", type=int, default=3_000)
-    parser.add_argument("--out", default="bench/results/scoring.json")
+    parser.add_argument("--events", type=int, default=20_000, help="backlog per variant")
+    parser.add_argument("--stock-events", type=int, default=3_000, help="the stock variant's")
+    parser.add_argument("--stall-events", type=int, default=2_000, help="warm-up of the stall run")
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--with-features-only", action="store_true")
+    parser.add_argument("--conf", action="append", default=[], help="Flink option KEY=VALUE")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/scoring.json"))
     args = parser.parse_args()
 
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from jobs.scoring import predictions_topic
-    from rtml import flinkrest, generate, kafka_admin, model_repo
+    from bench.features import conf_dir
+    from rtml import flinkconf, flinkrest, kafka_admin, model_repo
     from rtml.flinkrest import FlinkRest
-    from rtml.generators import GENERATORS, as_records
+    from rtml.generators import GENERATORS
     from rtml.settings import ScoringJobSettings, ephemeral_stack_settings, settings_env
     from rtml.stack import PYFLINK_HOME, Stack
+    from rtml.testing.v2_stub_server import StubV2Server
 
     fraud = GENERATORS["fraud"]
     model = f"bench_fraud_{uuid.uuid4().hex[:6]}"
     folder = Path(tempfile.mkdtemp(prefix="rtml-bench-scoring-"))
-    stack = Stack(ephemeral_stack_settings(folder / "stack"))
+    settings = ephemeral_stack_settings(
+        folder / "stack", flink_conf_dir=conf_dir(folder, args.conf)
+    )
+    stack = Stack(settings)
+    conf = flinkconf.load(settings.flink_conf_dir)
+    checkpoint_ms = duration_ms(conf["execution.checkpointing.interval"])
+    deadline_ms = ScoringJobSettings().scoring_deadline_ms
+    started = time.monotonic()
     results: dict = {
-        "what": "events/s from a backlog of fraud transactions to predictions on Kafka",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "what": "fraud transactions -> features -> model server -> predictions on Kafka: "
+        "events/s from a backlog, and latency from sending (ts = now) to the prediction being "
+        "visible to a read_committed consumer at half of each variant's measured events/s",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_1m_at_start": os.getloadavg()[0],
+        },  # fmt: skip
         "model": f"StandardScaler + LogisticRegression on {FEATURES}",
+        "settings": {
+            "parallelism": 1,
+            "checkpoint_interval_ms": checkpoint_ms,
+            "scoring_deadline_ms": deadline_ms,
+            "flink_conf_overrides": args.conf,
+            "latency_warmup_s": WARMUP_S,
+            "stalled_server_sleeps_ms": STALL_SLEEP_MS,
+        },
+        "throughput": {},
+        "latency": {},
     }
+    variants = ["rtml_eo", "rtml_alo", "stock", "loop", "stalled"]
+    if args.with_features_only:
+        variants.insert(0, "features")
     try:
         stack.up(["kafka", "model-server", "flink-jobmanager", "flink-taskmanager"])
-        bootstrap, url = stack.settings.kafka_bootstrap, stack.settings.model_url
+        bootstrap, url = settings.kafka_bootstrap, settings.model_url
+        jars = settings.jars_dir / "kafka"
         training = fraud.generate(2000, seed=1, start_ms=START_MS, cards=50, rate=20.0)
         windows = CardWindows()
         x = np.array([windows.features(e) for e in training])
         y = np.array([bool(e["is_fraud"]) for e in training])
         estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x, y)
-        model_repo.publish_sklearn_model(
-            estimator, stack.settings.model_repo, model, "1", feature_names=FEATURES
+        published = model_repo.publish_sklearn_model(
+            estimator, settings.model_repo, model, "1", feature_names=FEATURES
         )
         requests.post(f"{url}/v2/repository/models/{model}/load", timeout=120).raise_for_status()
 
-        # copies of fraud_card with their own topics, one per variant
-        from bench.features import fresh_featureset  # noqa: PLC0415 - the one helper for this
-
-        features_dir, definition = fresh_featureset(folder / "fs")
-        name = definition["name"]
+        features_dir, definitions = variant_featuresets(folder / "fs", variants)
+        backlog = fraud.generate(args.events, seed=3, start_ms=START_MS, cards=500, rate=50.0)
+        rest = FlinkRest(settings.flink_rest_url)
         base_env = {
-            **settings_env(stack.settings), "RTML_FEATURES_DIR": str(features_dir),
-            "RTML_SCORING_FEATURESET": name, "RTML_SCORING_FOLLOW_VERSIONS": "false",
+            **os.environ, **settings_env(settings),
+            "RTML_FLINK_CONF_DIR": str(settings.flink_conf_dir),
+            "RTML_FEATURES_DIR": str(features_dir), "RTML_ONLINE_STORE": "false",
+            "RTML_SCORING_FOLLOW_VERSIONS": "false",
         }  # fmt: skip
-        source = definition["source"]["topic"]
-        events = fraud.generate(args.events, seed=3, start_ms=START_MS, cards=500, rate=50.0)
-        kafka_admin.ensure_topics(bootstrap, {source: 2})
-        generate.produce(bootstrap, source, as_records(events, fraud.key_of))
-        rest = FlinkRest(stack.settings.flink_rest_url)
 
-        def run_job(variant: str, module: str, count: int) -> dict:
+        def prepare(variant: str, events: int) -> tuple[str, str]:
+            """The variant's source topic with a backlog of `events`, and its output topic."""
+            from bench.features import ConsoleProducer
+
+            definition = definitions[variant]
+            source = definition["source"]["topic"]
+            out = f"bench.{variant}.predictions"
+            if variant == "features":
+                out = definition["features_topic"]
+            kafka_admin.ensure_topics(bootstrap, {source: 2, out: 2})
+            producer = ConsoleProducer(bootstrap, source, jars, folder / f"{variant}-backlog.log")
+            producer.stdin.write(
+                "".join(f"{e['card_id']}\t{json.dumps(e)}\n" for e in backlog[:events]).encode()
+            )
+            producer.close()
+            return source, out
+
+        def flink_variant(
+            variant: str, module: str, events: int, env: dict[str, str], *,
+            latency: bool = True, rate_of: str | None = None,
+        ) -> None:  # fmt: skip
+            """Submit, measure events/s over the backlog, then (with `latency`) the latency at
+            half of `rate_of`'s events/s (this variant's when None), then cancel."""
+            source, out = prepare(variant, events)
             env = {
-                **base_env, "RTML_SCORING_ID_PREFIX": f"bench-{variant}",
-                "RTML_SCORING_PREDICTIONS_TOPIC": f"bench.{variant}.predictions",
+                **base_env, **env,
+                "RTML_SCORING_FEATURESET": definitions[variant]["name"],
+                "RTML_SCORING_ID_PREFIX": f"bench-{variant}",
+                "RTML_FEATURES_ID_PREFIX": f"bench-{variant}",
+                "RTML_SCORING_PREDICTIONS_TOPIC": out,
             }  # fmt: skip
-            os.environ.update(env)
-            topic = predictions_topic(ScoringJobSettings(), model)
-            if module == "jobs.features":
-                topic = definition["features_topic"]
-            kafka_admin.ensure_topics(bootstrap, {topic: 2})
             argv = flinkrest.submit_argv(
                 flinkrest.flink_bin(PYFLINK_HOME), module,
-                cluster=f"127.0.0.1:{stack.settings.flink_rest_port}",
-                python=stack.settings.python, detached=True,
-                job_args={"jobs.scoring": [model], "jobs.features": [name]}.get(
-                    module, ["stock-job", model]
-                ),
+                cluster=f"127.0.0.1:{settings.flink_rest_port}", python=settings.python,
+                detached=True,
+                job_args={
+                    "jobs.scoring": [model], "jobs.features": [definitions[variant]["name"]]
+                }.get(module, ["stock-job", model]),
             )  # fmt: skip
-            job_id = flinkrest.submit(
-                argv, {**os.environ, **stack.flink_client_env()}, detached=True
-            )
+            job_id = flinkrest.submit(argv, {**env, **stack.flink_client_env()}, detached=True)
             assert job_id is not None
             try:
-                return watch(bootstrap, topic, count)
+                results["throughput"][variant] = watch(bootstrap, out, events)
+                print(variant, results["throughput"][variant], flush=True)
+                if latency:
+                    rate = results["throughput"][rate_of or variant]["events_per_s"] / 2
+                    results["latency"][variant] = measure_latency(
+                        bootstrap, jars, source, out, rate, args.latency_seconds,
+                        folder / f"{variant}-latency.log",
+                    )  # fmt: skip
+                    print(variant, results["latency"][variant], flush=True)
             finally:
                 rest.cancel(job_id)
                 rest.wait_for_state(job_id, {"CANCELED", "FAILED", "FINISHED"}, timeout_s=120)
 
-        # the same job without scoring, as the baseline of what scoring costs on this machine now
-        os.environ["RTML_ONLINE_STORE"] = "false"
-        results["features_only"] = run_job("features", "jobs.features", len(events))
-        print("features only", results["features_only"], flush=True)
-        results["rtml"] = run_job("rtml", "jobs.scoring", len(events))
-        print("rtml", results["rtml"], flush=True)
-        # the stock variant reads the same backlog; measured over its first --stock-events
-        results["stock_async_per_record"] = run_job("stock", "bench.scoring", args.stock_events)
-        print("stock", results["stock_async_per_record"], flush=True)
-
-        out = "bench.loop.predictions"
-        kafka_admin.ensure_topics(bootstrap, {out: 2})
-        started = time.monotonic()
-        hand_written_loop(bootstrap, url, model, source, out, len(events))
-        seconds = time.monotonic() - started
-        results["python_loop"] = {
-            "events": len(events), "events_per_s": round(len(events) / seconds),
-            "seconds_to_all": round(seconds, 1), "note": "whole run, at-least-once",
-        }  # fmt: skip
-        print("loop", results["python_loop"], flush=True)
-        rate = results["rtml"]["events_per_s"]
-        results["rtml_vs_stock"] = round(
-            rate / results["stock_async_per_record"]["events_per_s"], 1
+        if "features" in variants:
+            flink_variant("features", "jobs.features", args.events, {}, latency=False)
+        flink_variant("rtml_eo", "jobs.scoring", args.events, {})
+        flink_variant(
+            "rtml_alo", "jobs.scoring", args.events, {"RTML_SCORING_DELIVERY": "at-least-once"}
         )
-        results["rtml_vs_loop"] = round(rate / results["python_loop"]["events_per_s"], 1)
+        flink_variant("stock", "bench.scoring", args.stock_events, {})
+
+        # (c): its own process, so its CPU is not the measuring threads' GIL
+        source, out = prepare("loop", args.events)
+        spawn = multiprocessing.get_context("spawn")
+        stop = spawn.Event()
+        loop = spawn.Process(
+            target=hand_written_loop, args=(bootstrap, url, model, source, out, stop), daemon=True
+        )
+        loop.start()
+        try:
+            results["throughput"]["loop"] = watch(bootstrap, out, args.events)
+            print("loop", results["throughput"]["loop"], flush=True)
+            rate = results["throughput"]["loop"]["events_per_s"] / 2
+            results["latency"]["loop"] = measure_latency(
+                bootstrap, jars, source, out, rate, args.latency_seconds, folder / "loop.log"
+            )
+            print("loop", results["latency"]["loop"], flush=True)
+        finally:
+            stop.set()
+            loop.join(timeout=30)
+            if loop.is_alive():
+                loop.kill()
+
+        # (a) at-least-once, the model server stalled: the fallback model answers
+        with StubV2Server(model=model, version="1") as stub:
+            stub.set_behaviour(mode="sleep", sleep_ms=STALL_SLEEP_MS)
+            flink_variant(
+                "stalled", "jobs.scoring", args.stall_events,
+                {"RTML_SCORING_DELIVERY": "at-least-once", "RTML_MODEL_URL": stub.url,
+                 "RTML_SCORING_FALLBACK_MODEL": str(published)},
+                rate_of="rtml_alo",
+            )  # fmt: skip
+            results["latency"]["stalled"]["stub_infer_requests"] = stub.stats()["infer_requests"]
     finally:
         stack.down()
-        shutil.rmtree(stack.settings.model_repo / model, ignore_errors=True)
+        shutil.rmtree(settings.model_repo / model, ignore_errors=True)
         shutil.rmtree(folder, ignore_errors=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+
+    results["machine"]["load_average_1m_at_end"] = os.getloadavg()[0]
+    results["minutes"] = round((time.monotonic() - started) / 60, 1)
+    results.update(judge(results, checkpoint_ms, deadline_ms))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+
+
+def judge(results: dict, checkpoint_ms: float, deadline_ms: float) -> dict:
+    """Ratios, and issue #4's targets next to the measured values (pure)."""
+    rate = {name: run["events_per_s"] for name, run in results["throughput"].items()}
+    p99 = {name: run["latency_ms"].get("p99") for name, run in results["latency"].items()}
+    ratios = {
+        "rtml_vs_stock": round(rate["rtml_eo"] / rate["stock"], 1),
+        "rtml_vs_loop": round(rate["rtml_eo"] / rate["loop"], 2),
+        "rtml_at_least_once_vs_loop": round(rate["rtml_alo"] / rate["loop"], 2),
+        "p99_rtml_vs_stock": _ratio(p99["rtml_eo"], p99["stock"]),
+        "p99_rtml_at_least_once_vs_loop": _ratio(p99["rtml_alo"], p99["loop"]),
+    }
+    stalled = results["latency"]["stalled"]
+    # the pipeline's own share of the stalled p99: the healthy at-least-once run's p99 minus its
+    # scoring latency (what the deadline replaces while the server is stalled)
+    healthy = results["latency"]["rtml_alo"]
+    overhead = None
+    if p99["rtml_alo"] is not None and healthy.get("scoring_latency_ms"):
+        overhead = round(p99["rtml_alo"] - healthy["scoring_latency_ms"]["p99"], 1)
+    stalled_limit = None if overhead is None else deadline_ms + STALLED_SLACK_MS + overhead
+    scoring_p99 = stalled.get("scoring_latency_ms", {}).get("p99")
+    eo_limit = checkpoint_ms + EXACTLY_ONCE_SLACK_MS
+    return {
+        "ratios": ratios,
+        "targets": [
+            target(
+                "events/s rtml / stock per-record",
+                f">= {STOCK_RATIO_TARGET:g}",
+                ratios["rtml_vs_stock"],
+                ratios["rtml_vs_stock"] >= STOCK_RATIO_TARGET,
+            ),
+            target(
+                "events/s rtml / hand-written loop",
+                f">= {LOOP_RATIO_TARGET:g}",
+                ratios["rtml_vs_loop"],
+                ratios["rtml_vs_loop"] >= LOOP_RATIO_TARGET,
+            ),
+            target(
+                "p99 ms, rtml exactly-once, half max rate",
+                f"< checkpoint interval + {EXACTLY_ONCE_SLACK_MS:g} = {eo_limit:g}",
+                p99["rtml_eo"],
+                _below(p99["rtml_eo"], eo_limit),
+            ),
+            target(
+                "p99 ms, rtml at-least-once, half max rate",
+                f"< {AT_LEAST_ONCE_P99_MS:g}",
+                p99["rtml_alo"],
+                _below(p99["rtml_alo"], AT_LEAST_ONCE_P99_MS),
+            ),
+            target(
+                "p99 ms of the scoring step (latency_ms), server stalled",
+                f"< deadline + {STALLED_SLACK_MS:g} = {deadline_ms + STALLED_SLACK_MS:g}",
+                scoring_p99,
+                _below(scoring_p99, deadline_ms + STALLED_SLACK_MS),
+            ),
+            target(
+                "p99 ms end to end, at-least-once, server stalled",
+                f"< deadline + {STALLED_SLACK_MS:g} + pipeline overhead ({overhead} ms: the "
+                "healthy at-least-once p99 minus its scoring p99)"
+                + ("" if stalled_limit is None else f" = {stalled_limit:g}"),
+                p99["stalled"],
+                _below(p99["stalled"], stalled_limit),
+            ),
+        ],  # fmt: skip
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else round(a / b, 2)
+
+
+def _below(value: float | None, limit: float | None) -> bool | None:
+    return None if value is None or limit is None else value < limit
 
 
 if __name__ == "__main__":

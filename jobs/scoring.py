@@ -1,4 +1,4 @@
-"""Scoring job: every event's features, scored by a model, as predictions to Kafka, exactly-once.
+"""Scoring job: every event's features, scored by a model, as predictions to Kafka.
 
     python -m jobs.scoring fraud            # embedded MiniCluster
     rtml submit scoring fraud --detached    # the local (or any) Flink session cluster
@@ -6,7 +6,9 @@
 Kafka source topic -> classify (valid / dead letter with reason) -> the feature set's query
 (RTML_SCORING_FEATURESET, default fraud_card; the same SQL files jobs/features.py runs) -> the
 scoring UDF per Arrow batch (udfs/scoring.py: model server, then the local fallback model, then a
-rule) -> predictions topic (sql/scoring/predictions.sql, exactly-once, keyed by entity).
+rule) -> predictions topic (sql/scoring/predictions.sql, keyed by entity; exactly-once, or
+at-least-once with RTML_SCORING_DELIVERY=at-least-once: visible at once instead of at the next
+checkpoint, duplicates possible after a restart).
 
 The argument is the model's name on the V2 server. Its input features and threshold come from the
 `metadata.json` of its newest version in the model repository (or RTML_SCORING_MODEL_VERSION);
@@ -114,6 +116,7 @@ def params(
         "dead_letter_topic": dead_letter_topic(settings, model),
         "predictions_topic": predictions_topic(settings, model),
         "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS,
+        "delivery_guarantee": settings.scoring_delivery,
         "snapshot_prefix": f"{definition.name}/v{definition.version}/",
     }
 

@@ -250,6 +250,11 @@ class ScoringJobSettings(JobSettings):
     scoring_linger_ms: int = Field(
         50, description="a batch is scored after this long even if not full"
     )
+    scoring_delivery: Literal["exactly-once", "at-least-once"] = Field(
+        "exactly-once",
+        description="predictions sink: exactly-once (visible to read_committed consumers at each "
+        "checkpoint) or at-least-once (visible at once; duplicates after a restart)",
+    )
 
     @model_validator(mode="after")
     def _local_model_server_by_default(self) -> ScoringJobSettings:

@@ -1,7 +1,8 @@
--- A scoring job's predictions to Kafka, exactly-once: one JSON record per scored event, keyed by
--- its entity (so an entity's predictions stay in order on one partition). jobs/scoring.py defines
--- the view `scored` (the feature query's entity, event id and event time, and the scoring UDF's
--- ROW `prediction`, udfs/scoring.py) and inserts `prediction_rows` into `predictions`.
+-- A scoring job's predictions to Kafka (exactly-once by default): one JSON record per scored
+-- event, keyed by its entity (so an entity's predictions stay in order on one partition).
+-- jobs/scoring.py defines the view `scored` (the feature query's entity, event id and event time,
+-- and the scoring UDF's ROW `prediction`, udfs/scoring.py) and inserts `prediction_rows` into
+-- `predictions`.
 
 CREATE TEMPORARY TABLE predictions (
   entity STRING,
@@ -24,7 +25,9 @@ CREATE TEMPORARY TABLE predictions (
   'value.format' = 'json',
   'value.fields-include' = 'ALL',
   'value.json.timestamp-format.standard' = 'ISO-8601',
-  'sink.delivery-guarantee' = 'exactly-once',
+  -- exactly-once (the default) or at-least-once (RTML_SCORING_DELIVERY); the transactional
+  -- id prefix and timeout only matter to exactly-once.
+  'sink.delivery-guarantee' = '${delivery_guarantee}',
   'sink.transactional-id-prefix' = '${transactional_id_prefix}-predictions',
   -- Must stay within the broker's transaction.max.timeout.ms (1 h on rtml's broker).
   'properties.transaction.timeout.ms' = '${transaction_timeout_ms}'

@@ -19,6 +19,7 @@ import pytest
 import requests
 from ephemeral import private_featureset, run_rtml, running_job
 from integration.test_features_job import expected_card_features
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -28,7 +29,7 @@ from rtml.flinkrest import FlinkRest
 from rtml.generators import GENERATORS, as_records
 from rtml.kafka_io import read_committed
 from rtml.stack import Stack
-from rtml.testing.v2_stub_server import StubV2Server
+from rtml.testing.v2_stub_server import StubV2Server, stub_scores
 
 pytestmark = pytest.mark.integration
 
@@ -369,3 +370,77 @@ def test_killed_taskmanagers_lose_and_duplicate_no_prediction(
                 assert restarts(rest, job_id) >= 2
         finally:
             stack.up(["flink-taskmanager"])  # leave a TaskManager for the tests after this one
+
+
+def bad_transactions(template: list[dict], ts: int) -> tuple[list[dict], list[dict]]:
+    """Valid transactions at `ts` whose features the model cannot take, each on a card of its
+    own: no country and no device (the "new in 24 h" flags are NULL); amount 0 on a fresh card
+    (the amount relative to the card's 24 h average is 0 / 0 = NaN)."""
+    unknown_place, zero_amount = [], []
+    for i, event in enumerate(template):
+        event = {**event, "ts": ts}  # not behind the watermark: late events are dead letters
+        missing = {k: v for k, v in event.items() if k not in ("country", "device_id")}
+        unknown_place.append({**missing, "event_id": f"bad-place-{i}", "card_id": f"c-place-{i}"})
+        zero_amount.append(
+            {**event, "event_id": f"bad-zero-{i}", "card_id": f"c-zero-{i}", "amount": 0}
+        )
+    return unknown_place, zero_amount
+
+
+def test_rows_the_model_cannot_take_get_a_fallback_with_the_missing_features_named(
+    stack: Stack, stack_env: dict[str, str], rest: FlinkRest, featureset: tuple, tmp_path: Path
+) -> None:
+    _, definition, featureset_env = featureset
+    bootstrap = stack.settings.kafka_bootstrap
+    repo = tmp_path / "models"
+    model = "stubbed"
+    model_repo.publish_sklearn_model(train(seed=1, c=1.0), repo, model, "1", feature_names=FEATURES)
+    # a fallback that takes NaN itself, so its score of a bad row can be checked exactly
+    training = fraud.generate(400, seed=2, start_ms=START_MS, cards=20, rate=20.0)
+    vectors = feature_vectors(training)
+    nan_tolerant = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(
+        np.array([vectors[e["event_id"]] for e in training]),
+        np.arange(len(training)) % 2 == 0,  # any two classes do: only its scores are compared
+    )
+    fallback = model_repo.publish_sklearn_model(
+        nan_tolerant, repo, "fraud-fallback", "1", feature_names=FEATURES
+    )
+    good = fraud.generate(300, seed=8, start_ms=START_MS, cards=30, rate=20.0)
+    unknown_place, zero_amount = bad_transactions(good[130:150], ts=good[149]["ts"])
+    bad = [e for pair in zip(unknown_place, zero_amount, strict=True) for e in pair]
+    events = [*good[:150], *bad, *good[150:]]  # the good ones after the bad must still be primary
+    topic = definition["source"]["topic"]
+    out = featureset_env["RTML_SCORING_PREDICTIONS_TOPIC"]
+    with StubV2Server(model=model, version="1") as stub:
+        env = {
+            **stack_env, **featureset_env, "RTML_MODEL_URL": stub.url,
+            "RTML_SCORING_MODEL_REPO": str(repo), "RTML_SCORING_FALLBACK_MODEL": str(fallback),
+            "RTML_SCORING_FOLLOW_VERSIONS": "false",
+        }  # fmt: skip
+        with running_job(env, rest, "scoring", model) as job_id:
+            generate.produce(bootstrap, topic, as_records(events, fraud.key_of))
+            rows = by_event(predictions(bootstrap, out, len(events), settle_s=1), events)
+            assert rest.wait_for_state(job_id, {"RUNNING"}) == "RUNNING"
+            assert restarts(rest, job_id) == 0
+        served = stub.stats()["rows"]
+
+    want = feature_vectors(good)
+    for event in good:
+        got = rows[event["event_id"]]
+        assert (got["path"], got["error"]) == ("primary", None), got
+        assert math.isclose(got["score"], stub_scores([want[event["event_id"]]])[0], rel_tol=1e-9)
+    assert served == len(good)  # no row with a NaN ever reached the model server
+
+    for event in unknown_place:
+        got = rows[event["event_id"]]
+        assert got["path"] == "fallback_model" and got["model_version"] == "fraud-fallback/1", got
+        missing = ["country_new_24h", "device_new_24h"]
+        assert got["error"] == f"primary: skipped, missing features {missing}", got
+    for event in zero_amount:
+        got = rows[event["event_id"]]
+        assert got["path"] == "fallback_model", got
+        assert got["error"] == "primary: skipped, missing features ['amount_vs_avg_24h']", got
+        # its card's only transaction: counts 1, sums and average 0, one of each item, all new
+        x = [0.0, 1, 1, 1, 0.0, 0.0, math.nan, 1, 1, 1, 1, 1, 1]
+        assert math.isclose(got["score"], nan_tolerant.predict_proba([x])[0, 1], rel_tol=1e-9)
+        assert got["decision"] == (got["score"] >= 0.5)

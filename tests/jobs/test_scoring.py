@@ -8,9 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from jobs.scoring import ModelSpec, build, model_spec, params, scorer_udf, topics
-from rtml import featuresets, flinkjob
+from rtml import featuresets, flinkjob, sqlfiles
 from rtml.settings import ScoringJobSettings
 from rtml.sqlfiles import SQL_DIR
 
@@ -125,3 +126,39 @@ def test_the_job_plans_with_one_model_call_per_event_and_rejects_missing_feature
     t_env = flinkjob.table_environment(settings, "test-scoring-plan-2")
     with pytest.raises(ValueError, match=r"fraud/4 needs columns \['no_such_feature'\]"):
         build(t_env, definition, settings, wrong)
+
+
+def _sink_options(statements: list) -> dict[str, str]:
+    """The WITH options of the rendered `CREATE TEMPORARY TABLE predictions` statement."""
+    (ddl,) = [s.text for s in statements if "TABLE predictions" in s.text]
+    return dict(re.findall(r"'([^']+)'\s*=\s*'([^']*)'", ddl.split("WITH", 1)[1]))
+
+
+@pytest.mark.parametrize("delivery", ["exactly-once", "at-least-once"])
+def test_the_delivery_setting_chooses_the_predictions_sinks_guarantee(
+    delivery: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RTML_SCORING_DELIVERY", delivery)
+    settings = ScoringJobSettings()
+    assert settings.scoring_delivery == delivery
+    values = params(featuresets.load("fraud_card"), settings, "fraud")
+    options = _sink_options(sqlfiles.load("scoring/predictions.sql", values))
+    assert options["sink.delivery-guarantee"] == delivery
+    assert options["topic"] == "rtml.predictions.fraud"
+
+
+def test_exactly_once_is_the_default_and_other_guarantees_are_refused() -> None:
+    assert ScoringJobSettings().scoring_delivery == "exactly-once"
+    with pytest.raises(ValidationError, match="scoring_delivery"):
+        ScoringJobSettings(scoring_delivery="exactly_once")
+    with pytest.raises(ValidationError, match="scoring_delivery"):
+        ScoringJobSettings(scoring_delivery="none")  # Flink's third mode: may lose predictions
+
+
+def test_an_at_least_once_job_plans_with_an_at_least_once_kafka_sink() -> None:
+    settings = ScoringJobSettings(scoring_delivery="at-least-once")
+    t_env = flinkjob.table_environment(settings, "test-scoring-plan-alo")
+    build(t_env, featuresets.load("fraud_card"), settings, SPEC).explain()  # the connector agrees
+    with t_env.execute_sql("SHOW CREATE TABLE predictions").collect() as rows:
+        (ddl,) = [row[0] for row in rows]
+    assert "'sink.delivery-guarantee' = 'at-least-once'" in ddl
