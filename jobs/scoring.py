@@ -187,7 +187,9 @@ def main(argv: list[str]) -> None:
     definition = featuresets.load(settings.scoring_featureset, FeatureJobSettings().features_dir)
     kafka_admin.ensure_topics(settings.kafka_bootstrap, topics(definition, settings, spec.name))
     model_versions.ensure_topic(settings.kafka_bootstrap, settings.scoring_models_topic)
-    t_env = flinkjob.table_environment(settings, f"rtml-scoring-{spec.name}")
+    t_env = flinkjob.table_environment(
+        settings, settings.scoring_job_name or f"rtml-scoring-{spec.name}"
+    )
     flinkjob.execute(build(t_env, definition, settings, spec), detached=settings.detached)
 
 

@@ -241,6 +241,39 @@ def build_parser() -> argparse.ArgumentParser:
     models_commands.add_parser(
         "withdraw", help="drop the promotion: jobs go back to their configured version"
     ).add_argument("model")
+
+    shadow = commands.add_parser(
+        "shadow",
+        help="run a model version live beside production (predictions to a shadow topic only) "
+        "and compare the two",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Exit code 2: the shadow cannot run or be stopped as asked (the message says why). "
+        "Promote the candidate with `rtml models promote MODEL VERSION`.",
+    )
+    shadow_commands = shadow.add_subparsers(dest="action", required=True)
+    shadow_start = shadow_commands.add_parser(
+        "start", help="submit the scoring job pinned to VERSION, writing rtml.shadow.MODEL.vVERSION"
+    )
+    shadow_stop = shadow_commands.add_parser("stop", help="cancel the shadow job of VERSION")
+    shadow_status = shadow_commands.add_parser(
+        "status", help="agreement, score shift, PSI and paths: shadow vs production predictions"
+    )
+    for parser_ in (shadow_start, shadow_stop, shadow_status):
+        parser_.add_argument("model", help="model name on the model server (e.g. fraud)")
+        parser_.add_argument("version", help="the candidate version")
+    shadow_start.add_argument("--cluster", default=default_cluster, help=cluster_help)
+    shadow_start.add_argument(
+        "--detached", action="store_true", help="return once submitted (else: until the job "
+        "ends; Ctrl-C cancels it)",
+    )  # fmt: skip
+    shadow_status.add_argument("--json", action="store_true", help="one JSON object per refresh")
+    shadow_status.add_argument(
+        "--window", type=int, metavar="N", help="the last N events both scored (default: all)"
+    )
+    shadow_status.add_argument("--follow", action="store_true", help="refresh until Ctrl-C")
+    shadow_status.add_argument(
+        "--every", type=float, default=5.0, metavar="S", help="with --follow: seconds between"
+    )
     return parser
 
 
@@ -471,7 +504,52 @@ def _backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shadow(args: argparse.Namespace) -> int:
+    from rtml import shadow
+    from rtml.settings import ScoringJobSettings
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        if args.action == "start":
+            shadow.start(
+                args.model, args.version, cluster=args.cluster, detached=args.detached, log=log
+            )
+        elif args.action == "stop":
+            shadow.stop(args.model, args.version, log=log)
+        else:
+            if args.window is not None and args.window < 1:
+                raise shadow.ShadowRefused(f"--window must be at least 1, not {args.window}")
+            settings = ScoringJobSettings()
+            summaries = shadow.status_summaries(
+                settings.kafka_bootstrap,
+                shadow.production_predictions_topic(settings, args.model),
+                shadow.plan(settings, args.model, args.version).predictions_topic,
+                args.window,
+            )
+            try:
+                for summary in summaries:
+                    if args.json:
+                        print(json.dumps(summary), flush=True)
+                    else:
+                        stamp = time.strftime("%H:%M:%S")
+                        print(f"[{stamp}] {shadow.format_status(summary)}\n", flush=True)
+                    if not args.follow:
+                        break
+                    time.sleep(args.every)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                summaries.close()
+    except shadow.ShadowRefused as error:
+        print(f"rtml: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 HANDLERS = {
+    "shadow": _shadow,
     "backtest": _backtest,
     "models": _models,
     "train": _train,

@@ -250,6 +250,7 @@ class ScoringJobSettings(JobSettings):
     scoring_linger_ms: int = Field(
         50, description="a batch is scored after this long even if not full"
     )
+    scoring_job_name: str = Field("", description="Flink job name (default: rtml-scoring-<model>)")
     scoring_delivery: Literal["exactly-once", "at-least-once"] = Field(
         "exactly-once",
         description="predictions sink: exactly-once (visible to read_committed consumers at each "
