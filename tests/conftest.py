@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from ephemeral import ephemeral_stack_settings, settings_env
 
+from rtml.flinkrest import FlinkRest
 from rtml.stack import Stack
 
 
@@ -29,3 +30,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def stack_env(stack: Stack) -> dict[str, str]:
     """`os.environ` plus what points rtml commands at the session's stack."""
     return {**os.environ, **settings_env(stack.settings)}
+
+
+@pytest.fixture
+def rest(stack: Stack) -> FlinkRest:
+    """The session stack's Flink REST API."""
+    return FlinkRest(stack.settings.flink_rest_url)

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from rtml.scoring.scorer import ScorePath
+from rtml.training.models import jsonable
 
 ROLES = ("candidate", "production")
 PATHS = tuple(path.value for path in ScorePath)  # primary, fallback_model, default
@@ -423,7 +424,7 @@ def summarize(
         model.name: model_summary(frame, model, labels, production, reference) for model in models
     }
     recorded_versions = frame.loc[frame["recorded_version"].notna(), "recorded_version"]
-    return plain(
+    return jsonable(
         {
             "events": len(frame),
             "labelled": label_counts(frame["label"]),
@@ -482,16 +483,3 @@ def model_summary(
     summary["psi"] = psi(scores, reference[0])
     summary["score_quantiles"] = score_quantiles(scores)
     return summary
-
-
-def plain(value: Any) -> Any:
-    """numpy scalars become Python ones; NaN and infinities become None (valid JSON)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(key): plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(item) for item in value]
-    return value

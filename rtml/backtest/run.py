@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -41,6 +40,7 @@ from rtml.backtest.progress import Progress
 from rtml.generators.fraud import LABELS_TOPIC
 from rtml.offline import KafkaRange
 from rtml.settings import BacktestSettings, StackSettings
+from rtml.training.models import jsonable
 
 EVENT_ID = "event_id"
 # --no-timeouts: an offline run waits for its own loopback server as long as it takes (a day).
@@ -455,7 +455,7 @@ def run_backtest(
     }
     summary |= _metrics_and_report(frame, scored, summary, out)
     summary["elapsed_s"] = round(time.monotonic() - started, 2)
-    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
+    (out / "summary.json").write_text(json.dumps(jsonable(summary), indent=2) + "\n")
     log(f"wrote {out}/summary.json" + (", report.html" if summary.get("report") else ""))
     return summary
 
@@ -509,15 +509,3 @@ def _metrics_and_report(
     }
     report = write_report(frame, models, {**metrics, "run": run}, out)
     return {"metrics": metrics, "report": str(report)}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item"):
-        return _jsonable(value.item())
-    return value

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 import requests
-from ephemeral import private_featureset, run_rtml
+from ephemeral import run_rtml
 from integration.test_scoring_job import FEATURES, load_on_server, train
 
 from rtml import model_repo
@@ -29,10 +29,9 @@ EVENTS = 800
 
 
 def test_demo_scores_every_transaction_once_and_shows_flags_paths_and_where_to_look(
-    stack: Stack, stack_env: dict[str, str], tmp_path: Path
+    stack: Stack, stack_env: dict[str, str], rest: FlinkRest, featureset: tuple, tmp_path: Path
 ) -> None:
-    name, definition, featureset_env = private_featureset(tmp_path, "fraud_card")
-    run = featureset_env["RTML_FEATURES_ID_PREFIX"]
+    name, _, featureset_env = featureset
     model = f"it_demo_{uuid.uuid4().hex[:8]}"
     repo = stack.settings.model_repo
     fallback = model_repo.publish_sklearn_model(
@@ -42,17 +41,11 @@ def test_demo_scores_every_transaction_once_and_shows_flags_paths_and_where_to_l
     env = {
         **stack_env, **featureset_env,
         "RTML_SCORING_MODEL": model,
-        "RTML_SCORING_FEATURESET": name,
-        "RTML_SCORING_PREDICTIONS_TOPIC": f"{name}.predictions",
-        "RTML_SCORING_DEAD_LETTER_TOPIC": f"{name}.scoring-dead-letter",
-        "RTML_SCORING_MODELS_TOPIC": f"{name}.models",
-        "RTML_SCORING_ID_PREFIX": f"{run}-scoring",
         "RTML_SCORING_FALLBACK_MODEL": str(fallback),
         # generous: this test is about the pipeline, not about a loaded machine's timeouts
         "RTML_SCORING_REQUEST_TIMEOUT_MS": "2000",
         "RTML_SCORING_DEADLINE_MS": "5000",
     }  # fmt: skip
-    rest = FlinkRest(stack.settings.flink_rest_url)
     try:
         model_repo.publish_sklearn_model(
             train(seed=1, c=1.0), repo, model, "1", feature_names=FEATURES

@@ -159,11 +159,6 @@ def redis_snapshot(client: redis.Redis, featureset: str) -> dict[bytes, dict[byt
 
 
 @pytest.fixture
-def rest(stack: Stack) -> FlinkRest:
-    return FlinkRest(stack.settings.flink_rest_url)
-
-
-@pytest.fixture
 def client(stack: Stack) -> Iterator[redis.Redis]:
     connection = redis.Redis(host="127.0.0.1", port=stack.settings.redis_port)
     yield connection

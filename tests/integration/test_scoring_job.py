@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from ephemeral import private_featureset, run_rtml, running_job
+from ephemeral import run_rtml, running_job
 from integration.test_features_job import expected_card_features
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
@@ -137,27 +137,6 @@ def restarts(rest: FlinkRest, job_id: str) -> int:
     """
     history = rest._call("GET", f"/jobs/{job_id}/exceptions")["exceptionHistory"]
     return len(history["entries"])
-
-
-@pytest.fixture
-def rest(stack: Stack) -> FlinkRest:
-    return FlinkRest(stack.settings.flink_rest_url)
-
-
-@pytest.fixture
-def featureset(tmp_path: Path) -> tuple[str, dict, dict[str, str]]:
-    """A private copy of fraud_card and the environment of a scoring job over it."""
-    name, definition, env = private_featureset(tmp_path, "fraud_card")
-    run = env["RTML_FEATURES_ID_PREFIX"]
-    env = {
-        **env,
-        "RTML_SCORING_FEATURESET": name,
-        "RTML_SCORING_PREDICTIONS_TOPIC": f"{name}.predictions",
-        "RTML_SCORING_DEAD_LETTER_TOPIC": f"{name}.scoring-dead-letter",
-        "RTML_SCORING_MODELS_TOPIC": f"{name}.models",
-        "RTML_SCORING_ID_PREFIX": f"{run}-scoring",
-    }
-    return name, definition, env
 
 
 def test_predictions_are_exactly_once_like_the_model_and_follow_a_promoted_version(

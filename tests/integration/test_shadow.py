@@ -10,12 +10,11 @@ import shutil
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from ephemeral import private_featureset, run_rtml, running_job
+from ephemeral import run_rtml, running_job
 from integration.test_scoring_job import (
     FEATURES,
     START_MS,
@@ -33,27 +32,6 @@ from rtml.generators import as_records
 from rtml.stack import Stack
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def rest(stack: Stack) -> FlinkRest:
-    return FlinkRest(stack.settings.flink_rest_url)
-
-
-@pytest.fixture
-def featureset(tmp_path: Path) -> tuple[str, dict, dict[str, str]]:
-    """A private copy of fraud_card and the environment of a production scoring job over it."""
-    name, definition, env = private_featureset(tmp_path, "fraud_card")
-    run = env["RTML_FEATURES_ID_PREFIX"]
-    env = {
-        **env,
-        "RTML_SCORING_FEATURESET": name,
-        "RTML_SCORING_PREDICTIONS_TOPIC": f"{name}.predictions",
-        "RTML_SCORING_DEAD_LETTER_TOPIC": f"{name}.scoring-dead-letter",
-        "RTML_SCORING_MODELS_TOPIC": f"{name}.models",
-        "RTML_SCORING_ID_PREFIX": f"{run}-scoring",
-    }
-    return name, definition, env
 
 
 def status(env: dict[str, str], model: str, version: str, *args: str) -> dict:

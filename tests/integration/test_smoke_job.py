@@ -87,11 +87,6 @@ def flush(bootstrap: str, topic: str, ts_ms: int) -> None:
     generate.produce(bootstrap, topic, generate.watermark_markers(ts_ms, PARTITIONS))
 
 
-@pytest.fixture
-def rest(stack: Stack) -> FlinkRest:
-    return FlinkRest(stack.settings.flink_rest_url)
-
-
 def test_counts_are_exact_and_bad_records_become_dead_letters(
     stack: Stack, stack_env: dict[str, str], rest: FlinkRest
 ) -> None:
