@@ -44,9 +44,8 @@ from pathlib import Path
 
 import redis
 import yaml
-from kafka import KafkaConsumer, TopicPartition
 
-from rtml import featuresets, flinkconf, generate, kafka_admin
+from rtml import featuresets, flinkconf, generate, kafka_admin, kafka_io
 from rtml.flinkrest import FlinkRest
 from rtml.generators import GENERATORS, as_records
 from rtml.online_store import feature_key, stored_event_ms, wall_clock_ms
@@ -60,12 +59,7 @@ PROBE_FEATURE = "tx_count_1m"
 
 def end_offsets(bootstrap: str, topic: str) -> int:
     """Sum of the partitions' high watermarks (uncommitted records included)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_uncommitted")
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        return sum(consumer.end_offsets(partitions).values())
-    finally:
-        consumer.close()
+    return sum(kafka_io.end_offsets(bootstrap, topic).values())
 
 
 def submit(env: dict[str, str], featureset: str) -> str:

@@ -225,14 +225,10 @@ def wall_ms() -> int:
 
 
 def end_offsets(bootstrap: str, topic: str) -> int:
-    from kafka import KafkaConsumer, TopicPartition
+    """Sum of the partitions' high watermarks (uncommitted records included)."""
+    from rtml import kafka_io
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_uncommitted")
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        return sum(consumer.end_offsets(partitions).values())
-    finally:
-        consumer.close()
+    return sum(kafka_io.end_offsets(bootstrap, topic).values())
 
 
 def watch(bootstrap: str, topic: str, events: int, limit_s: float = 900) -> dict:

@@ -10,11 +10,9 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 
-from kafka import KafkaConsumer
-
 from jobs import smoke
 from rtml import flinkrest, generate, kafka_admin
-from rtml.kafka_io import read_committed, send_raw
+from rtml.kafka_io import last_event_ms, read_committed, send_raw
 from rtml.settings import SmokeJobSettings, StackSettings
 from rtml.stack import Stack
 
@@ -23,40 +21,8 @@ EVENTS_PER_SECOND = 100  # of event time: 3000 events span 30 s, three 10 s wind
 BAD_RECORDS = [b"this is not json", b'{"key": "k1"}', b'{"ts": 1}']
 
 
-def _running_smoke_job(rest: flinkrest.FlinkRest) -> str | None:
-    for job in rest.jobs():
-        if job.name == "rtml-smoke" and job.state in {"RUNNING", "CREATED", "INITIALIZING"}:
-            return job.job_id
-    return None
-
-
 def _epoch_ms(iso_utc: str) -> int:
     return int(datetime.fromisoformat(iso_utc).replace(tzinfo=UTC).timestamp() * 1000)
-
-
-def _last_event_ms(bootstrap: str, topic: str) -> int | None:
-    """The largest `ts` among the last record of each partition (earlier demo runs' marker)."""
-    from kafka import TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        consumer.assign(partitions)
-        ends = consumer.end_offsets(partitions)
-        latest: int | None = None
-        for partition in partitions:
-            if ends[partition] == 0:
-                continue
-            consumer.seek(partition, ends[partition] - 1)
-            for record in consumer.poll(timeout_ms=5000).get(partition, []):
-                try:
-                    ts = int(json.loads(record.value)["ts"])
-                except (ValueError, KeyError, TypeError):
-                    continue
-                latest = ts if latest is None else max(latest, ts)
-        return latest
-    finally:
-        consumer.close()
 
 
 def run() -> int:
@@ -65,7 +31,7 @@ def run() -> int:
     settings = SmokeJobSettings()
     rest = flinkrest.FlinkRest(stack.settings.flink_rest_url)
     kafka_admin.ensure_topics(settings.kafka_bootstrap, smoke.topics(settings))
-    job_id = _running_smoke_job(rest)
+    job_id = rest.alive_job("rtml-smoke")
     if job_id is None:
         print("submitting the smoke job to the local Flink cluster ...", flush=True)
         job_id = stack.submit("smoke", detached=True)
@@ -83,7 +49,7 @@ def run() -> int:
 
     now_ms = int(time.time() * 1000)
     start_ms = now_ms - now_ms % 10_000 - 30_000  # three whole windows that ended just now
-    last_ms = _last_event_ms(settings.kafka_bootstrap, settings.smoke_input_topic)
+    last_ms = last_event_ms(settings.kafka_bootstrap, settings.smoke_input_topic)
     if last_ms is not None and last_ms >= start_ms:
         # An earlier run's events are newer: continue after them, or ours would all be late.
         start_ms = last_ms - last_ms % 10_000 + 10_000

@@ -21,6 +21,9 @@ DEAD_LETTER_GROUP = "rtml_dead_letters"
 _DEAD_LETTER_METRIC = re.compile(rf"(?:^|\.){DEAD_LETTER_GROUP}\.reason\.(.+)\.count$")
 
 
+ALIVE_STATES = frozenset({"CREATED", "INITIALIZING", "RUNNING", "RESTARTING"})
+
+
 class FlinkError(RuntimeError):
     """A cluster call failed; the message says which call and what the cluster answered."""
 
@@ -113,6 +116,14 @@ class FlinkRest:
             for j in body.get("jobs", [])
         ]
         return sorted(summaries, key=lambda j: j.start_time_ms, reverse=True)
+
+    def alive_job(self, name: str) -> str | None:
+        """The id of the newest job named `name` that is running or about to (created,
+        initializing, restarting); None if there is none, so submitting it again is safe."""
+        for job in self.jobs():
+            if job.name == name and job.state in ALIVE_STATES:
+                return job.job_id
+        return None
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}")

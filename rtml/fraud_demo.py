@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -22,10 +21,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
-
 from rtml import featuresets, flinkrest, generate, kafka_admin
 from rtml.generators import GENERATORS, as_records
+from rtml.kafka_io import end_offsets, last_event_ms, read_since
 from rtml.online_store import feature_key
 from rtml.settings import FeatureJobSettings, ScoringJobSettings, StackSettings
 from rtml.stack import Stack
@@ -37,7 +35,6 @@ SHOWN_FEATURES = (
     "tx_count_1m", "merchants_5m", "amount_vs_avg_24h", "countries_24h",
     "country_new_24h", "device_new_24h",
 )  # fmt: skip
-JOB_STATES_ALIVE = {"RUNNING", "CREATED", "INITIALIZING", "RESTARTING"}
 
 
 @dataclass(frozen=True)
@@ -150,50 +147,6 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """Each partition's end offset (where this run's records will start)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
-    finally:
-        consumer.close()
-
-
-def read_since(
-    bootstrap: str, topic: str, since: Mapping[int, int], *, until, timeout_s: float
-) -> list[dict]:
-    """Committed JSON records of `topic` after the `since` offsets, until `until(records)`."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
-    )
-    records: list[dict] = []
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        consumer.assign(partitions)
-        for tp in partitions:
-            consumer.seek(tp, since.get(tp.partition, 0))
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not until(records):
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(json.loads(r.value) for r in batch if r.value is not None)
-        return records
-    finally:
-        consumer.close()
-
-
-def last_event_ms(bootstrap: str, topic: str) -> int | None:
-    """The largest `ts` among the last record of each partition (an earlier run's events)."""
-    ends = end_offsets(bootstrap, topic)
-    starts = {p: max(0, end - 1) for p, end in ends.items()}
-    records = read_since(
-        bootstrap, topic, starts, until=lambda r: len(r) >= sum(1 for e in ends.values() if e),
-        timeout_s=5,
-    )  # fmt: skip
-    times = [int(r["ts"]) for r in records if isinstance(r.get("ts"), int)]
-    return max(times, default=None)
-
-
 def ensure_models(
     stack: Stack, scoring: ScoringJobSettings, out: Path, *, train_events: int, log=print
 ) -> Path:
@@ -234,16 +187,9 @@ def offset_ranges(before: Mapping[int, int], after: Mapping[int, int]) -> str:
     )
 
 
-def running_job(rest: flinkrest.FlinkRest, name: str) -> str | None:
-    for job in rest.jobs():
-        if job.name == name and job.state in JOB_STATES_ALIVE:
-            return job.job_id
-    return None
-
-
 def ensure_job(stack: Stack, rest: flinkrest.FlinkRest, job: str, name: str, arg: str, log) -> str:
     """The job named `name` (running, or submitted now) and RUNNING."""
-    job_id = running_job(rest, name)
+    job_id = rest.alive_job(name)
     if job_id is None:
         log(f"jobs: submitting {job} {arg} ...")
         job_id = stack.submit(job, detached=True, job_args=[arg])

@@ -71,19 +71,9 @@ def read_to_end(
 
 def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[str, dict[int, int]]:
     """Per topic and partition, the end offset (read_uncommitted: every record written)."""
-    from kafka import KafkaConsumer, TopicPartition
+    from rtml import kafka_io
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        out: dict[str, dict[int, int]] = {}
-        for topic in topics:
-            tps = [
-                TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])
-            ]
-            out[topic] = {tp.partition: o for tp, o in consumer.end_offsets(tps).items()}
-        return out
-    finally:
-        consumer.close()
+    return {topic: kafka_io.end_offsets(bootstrap, topic) for topic in topics}
 
 
 def write_predictions(

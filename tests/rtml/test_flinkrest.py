@@ -257,3 +257,22 @@ def test_wait_for_dead_letter_counts_polls_until_equal_or_returns_the_last_count
     assert rest.wait_for_dead_letter_counts("j1", {"late_event": 1}, timeout_s=0) == {
         "late_event": 2
     }
+
+
+def test_alive_job_is_the_newest_running_or_restarting_job_of_that_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def job(jid: str, name: str, state: str, start: int) -> dict:
+        return {"jid": jid, "name": name, "state": state, "start-time": start, "duration": 1}
+
+    overview = {"jobs": [
+        job("old", "rtml-smoke", "RUNNING", 1), job("new", "rtml-smoke", "RESTARTING", 2),
+        job("done", "rtml-smoke", "CANCELED", 3), job("other", "rtml-scoring-fraud", "RUNNING", 4),
+    ]}  # fmt: skip
+    rest = flinkrest.FlinkRest("http://127.0.0.1:1")
+    monkeypatch.setattr(rest, "_call", lambda method, path, **_: overview)
+    assert rest.alive_job("rtml-smoke") == "new"
+    assert rest.alive_job("rtml-scoring-fraud") == "other"
+    assert rest.alive_job("rtml-features-fraud_card") is None
+    overview["jobs"] = [job("done", "rtml-smoke", "FAILED", 1)]
+    assert rest.alive_job("rtml-smoke") is None
