@@ -202,6 +202,10 @@ class StubV2Server:
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             return
+        except asyncio.CancelledError:
+            # shutting down; returning (not raising) keeps Python 3.11's stream callback, which
+            # calls task.exception(), from logging the cancellation as an error
+            return
         finally:
             self._writers.discard(writer)
             self._tasks.discard(task)  # type: ignore[arg-type]

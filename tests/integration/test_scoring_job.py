@@ -211,7 +211,9 @@ def test_a_stalled_or_failing_server_gets_fallbacks_and_the_breaker_opens_and_cl
     fallback = model_repo.publish_sklearn_model(
         train(seed=2, c=1.0), repo, "fraud-fallback", "1", feature_names=FEATURES
     )
-    deadline_ms = 250
+    # Wide enough that a healthy answer on a loaded 2-core CI machine is never late; the stalled
+    # phase sleeps 5 s, far past both.
+    deadline_ms = 500
     with StubV2Server(model=model, version="1") as stub:
         env = {
             **stack_env, **featureset_env,
@@ -219,7 +221,7 @@ def test_a_stalled_or_failing_server_gets_fallbacks_and_the_breaker_opens_and_cl
             "RTML_SCORING_MODEL_REPO": str(repo),
             "RTML_SCORING_FALLBACK_MODEL": str(fallback),
             "RTML_SCORING_FOLLOW_VERSIONS": "false",
-            "RTML_SCORING_REQUEST_TIMEOUT_MS": "100",
+            "RTML_SCORING_REQUEST_TIMEOUT_MS": "250",
             "RTML_SCORING_DEADLINE_MS": str(deadline_ms),
             "RTML_SCORING_BREAKER_FAILURE_THRESHOLD": "3",
             "RTML_SCORING_BREAKER_COOLDOWN_MS": "1000",
@@ -255,8 +257,12 @@ def test_a_stalled_or_failing_server_gets_fallbacks_and_the_breaker_opens_and_cl
                 rows = by_event(predictions(bootstrap, out, seen, settle_s=1), events[:seen])
                 got = [rows[e["event_id"]] for e in part]
                 paths = Counter(row["path"] for row in got)
-                if phase in ("healthy", "after"):
-                    assert paths == {"primary": count}, (phase, paths)
+                if phase == "probe":  # the first request probes the half-open breaker and closes it
+                    why = Counter(row["error"] for row in got if row["path"] != "primary")
+                    assert paths["primary"] > 0, (phase, paths, why.most_common(5))
+                elif phase in ("healthy", "after"):
+                    why = Counter(row["error"] for row in got if row["path"] != "primary")
+                    assert paths == {"primary": count}, (phase, paths, why.most_common(5))
                     assert {row["model_version"] for row in got} == {f"{model}/1"}
                 elif phase in causes:
                     # every row answered by the local fallback model, within the deadline
