@@ -247,13 +247,18 @@ class Scorer:
             if loop is None or self._pid != os.getpid():
                 self._reset_runtime()
                 return
-            if client is not None:
-                loop.call_soon_threadsafe(client.close)
-            loop.call_soon_threadsafe(loop.stop)
-            if thread is not None:
-                thread.join(timeout=1.0)
-            if not loop.is_running():
-                loop.close()
+        # Not under the lock: the loop's tasks take it to count, and must finish to let go.
+        if loop.is_running():
+            try:
+                asyncio.run_coroutine_threadsafe(_shut_down(client), loop).result(timeout=1.0)
+            except Exception:  # noqa: BLE001 - a stuck loop must not keep us from closing
+                log.warning("the scorer's event loop did not shut down within 1 s")
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(timeout=1.0)
+        if not loop.is_running():
+            loop.close()
+        with self._lock:
             self._reset_runtime()
 
     # -- the primary path ------------------------------------------------------------------------
@@ -444,6 +449,21 @@ class Scorer:
             rule_scores = self.rule.scores(matrix.values[left], matrix.feature_names)
             for i, score in zip(left, rule_scores, strict=True):
                 scores[i], paths[i], versions[i] = score, ScorePath.DEFAULT, self.rule.version
+
+
+async def _shut_down(client: AsyncV2Client | None) -> None:
+    """Cancel what is in flight and close every connection, on the scorer's loop."""
+    current = asyncio.current_task()
+    tasks = [task for task in asyncio.all_tasks() if task is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if client is not None:
+        client.close()
+    # Transports close in a callback of the next loop iteration: let it run before the loop
+    # stops, or the sockets stay open until the garbage collector finds them.
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
 
 
 def _describe(failure: Failure, retries: int) -> str:

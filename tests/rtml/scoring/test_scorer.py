@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import pickle
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -299,6 +301,21 @@ def test_fallback_predictions_equal_calling_the_model_directly(
     expected = model.predict_proba(rows)[:, 1]
     np.testing.assert_array_equal([p.score for p in predictions], expected)
     assert [p.decision for p in predictions] == (expected >= 0.5).tolist()
+
+
+def test_close_closes_every_connection_also_those_in_flight(stub: StubV2Server) -> None:
+    stub.set_behaviour(mode="sleep", sleep_ms=30)
+    settings = _settings(stub, sub_batch_size=10, max_in_flight=4, deadline_ms=5000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        scorer = Scorer(settings)
+        scorer.score(_rows(40))  # four connections, kept alive
+        scorer.close()
+        del scorer
+        gc.collect()  # an unclosed socket or transport says so when it is collected
+    stub.reset()
+    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not unclosed, unclosed[:3]
 
 
 def test_empty_batch() -> None:
