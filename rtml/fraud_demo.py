@@ -224,7 +224,8 @@ def run(
         bootstrap,
         {definition.source.topic: definition.source.partitions,
          definition.features_topic: definition.source.partitions,
-         definition.source.dead_letter_topic: 1, predictions_topic: definition.source.partitions},
+         definition.source.dead_letter_topic: 1, predictions_topic: definition.source.partitions,
+         GENERATORS["fraud"].labels_topic_default: definition.source.partitions},
     )  # fmt: skip
     ensure_job(stack, rest, "features", f"rtml-features-{definition.name}", definition.name, log)
     ensure_job(
@@ -262,7 +263,6 @@ def run(
     # Their chargebacks and confirmations, as `rtml generate fraud` sends them: the demo's history
     # can then be backtested (`rtml backtest`) like production's.
     labels = fraud.labels(transactions, seed=seed)
-    kafka_admin.ensure_topics(bootstrap, {fraud.labels_topic_default: definition.source.partitions})
     generate.produce(bootstrap, fraud.labels_topic_default, as_records(labels, fraud.key_of))
     # This run's records, for `rtml backtest --offsets`.
     written = offset_ranges(since_transactions, end_offsets(bootstrap, definition.source.topic))

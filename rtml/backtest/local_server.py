@@ -14,16 +14,14 @@ Content-Length bodies only.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-_MAX_HEAD = 64 * 1024
+from rtml.loopback_http import Answer, LoopbackJsonServer
 
 
 @dataclass(frozen=True)
@@ -77,110 +75,16 @@ def route(path: str) -> tuple[str, str | None, str]:
     return name, version, rest[0] if rest else ""
 
 
-class LocalV2Server:
+class LocalV2Server(LoopbackJsonServer):
     """Serves `models` on 127.0.0.1 from an event loop thread of its own; a `with` block."""
 
+    thread_name = "rtml-backtest-v2"
+
     def __init__(self, models: Mapping[str, ServedModel]) -> None:
+        super().__init__()
         self.models = dict(models)
-        self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.AbstractServer | None = None
-        self._connections: set[asyncio.Task] = set()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> LocalV2Server:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def start(self) -> LocalV2Server:
-        loop = asyncio.new_event_loop()
-        started = threading.Event()
-
-        async def listen() -> None:
-            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-            self.port = self._server.sockets[0].getsockname()[1]
-            started.set()
-
-        self._thread = threading.Thread(
-            target=loop.run_forever, name="rtml-backtest-v2", daemon=True
-        )
-        self._thread.start()
-        self._loop = loop
-        asyncio.run_coroutine_threadsafe(listen(), loop).result(timeout=10)
-        started.wait(10)
-        return self
-
-    def stop(self) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-
-        async def close() -> None:
-            # Kept-alive connections are still being served: end them while the loop runs, or
-            # their tasks die with the loop ("Task was destroyed but it is pending!").
-            if self._server is not None:
-                self._server.close()
-            for task in self._connections:
-                task.cancel()
-            await asyncio.gather(*self._connections, return_exceptions=True)
-            if self._server is not None:
-                await self._server.wait_closed()
-
-        asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=5)
-        loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        if not loop.is_running():
-            loop.close()
-        self._loop = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        try:
-            while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-                    return
-                if len(head) > _MAX_HEAD:
-                    return
-                lines = head.decode("latin-1").split("\r\n")
-                method, path = (lines[0].split(" ") + ["", ""])[:2]
-                length = 0
-                for line in lines[1:]:
-                    name, _, value = line.partition(":")
-                    if name.strip().lower() == "content-length":
-                        length = int(value.strip())
-                body = await reader.readexactly(length) if length else b""
-                status, payload = self._handle(method, path, body)
-                data = json.dumps(payload, separators=(",", ":")).encode()
-                writer.write(
-                    f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\n"
-                    f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode(
-                        "latin-1"
-                    )
-                    + data
-                )
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
-        except asyncio.CancelledError:
-            # stop() ends kept-alive connections. Finish normally: Python 3.11's stream callback
-            # calls task.exception() on a cancelled task and logs the CancelledError it raises.
-            return
-        finally:
-            self._connections.discard(task)
-            writer.close()
-
-    def _handle(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
+    async def handle(self, method: str, path: str, body: bytes) -> Answer:
         if path.startswith("/v2/health/"):
             return 200, {}
         name, _version, action = route(path)

@@ -41,11 +41,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 from urllib.parse import unquote
 
+from rtml.loopback_http import Answer, LoopbackJsonServer
+
 MODES = ("healthy", "sleep", "error", "wrong_schema", "drop")
 SCHEMAS = ("wrong_rows", "no_outputs", "wrong_output", "not_json", "nan")
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
-            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-            504: "Gateway Timeout"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,13 +71,15 @@ def stub_scores(rows: list[list[float]]) -> list[float]:
     return [1.0 / (1.0 + math.exp(-max(-700.0, min(700.0, sum(row))))) for row in rows]
 
 
-class StubV2Server:
+class StubV2Server(LoopbackJsonServer):
     """The server on 127.0.0.1, on its own event loop thread (start/stop, or a `with` block)."""
 
+    thread_name = "v2-stub"
+
     def __init__(self, model: str = "smoke", version: str = "1", port: int = 0) -> None:
+        super().__init__(port)
         self.model = model
         self.version = version
-        self.port = port
         self.behaviour = Behaviour()
         self.infer_requests = 0
         self.rows = 0
@@ -86,45 +87,10 @@ class StubV2Server:
         self.in_flight = 0  # infer requests being answered now
         self.max_in_flight = 0  # the most at once since the last reset
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> StubV2Server:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def start(self) -> StubV2Server:
-        """Listen (on `port`, or a free one if 0) and serve from a background thread."""
-        loop = asyncio.new_event_loop()
-        self._server = loop.run_until_complete(
-            asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, name="v2-stub", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening and close every connection (clients see refused or reset connections)."""
-        loop = self._loop
-        if loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=5)
-        loop.call_soon_threadsafe(loop.stop)
-        assert self._thread is not None
-        self._thread.join(timeout=5)
-        loop.close()
-        self._loop = None
+    def connection_opened(self) -> None:
+        with self._lock:
+            self.connections += 1
 
     def set_behaviour(self, **changes: Any) -> Behaviour:
         """Switch the infer endpoint's behaviour (fields of `Behaviour`; unnamed ones reset)."""
@@ -146,72 +112,9 @@ class StubV2Server:
             self.behaviour = Behaviour()
             self.infer_requests = self.rows = self.connections = self.max_in_flight = 0
 
-    async def serve_forever(self) -> None:
-        """Serve on the current event loop (the command line's way)."""
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        async with self._server:
-            await self._server.serve_forever()
-
     # -- HTTP ------------------------------------------------------------------------------------
 
-    async def _shutdown(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.close()
-        for task in list(self._tasks):  # e.g. sleeping in "sleep" mode
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        with self._lock:
-            self.connections += 1
-        try:
-            while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-                    return
-                lines = head.decode("latin-1").split("\r\n")
-                method, _, rest = lines[0].partition(" ")
-                path = rest.rsplit(" ", 1)[0]
-                headers = {}
-                for line in lines[1:]:
-                    name, _, value = line.partition(":")
-                    headers[name.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length") or 0))
-                try:
-                    answer = await self._handle(method, path, body)
-                except Exception as error:  # noqa: BLE001 - a stub bug must still answer
-                    answer = 500, {"error": f"stub failed: {error!r}"}
-                if answer is None:  # drop the connection unanswered
-                    return
-                status, payload = answer
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                writer.write(
-                    f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
-                    f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
-                    .encode() + data
-                )  # fmt: skip
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
-        except asyncio.CancelledError:
-            # shutting down; returning (not raising) keeps Python 3.11's stream callback, which
-            # calls task.exception(), from logging the cancellation as an error
-            return
-        finally:
-            self._writers.discard(writer)
-            self._tasks.discard(task)  # type: ignore[arg-type]
-            writer.close()
-
-    async def _handle(self, method: str, path: str, body: bytes) -> tuple[int, Any] | None:
+    async def handle(self, method: str, path: str, body: bytes) -> Answer:
         parts = [unquote(p) for p in path.split("?")[0].strip("/").split("/")]
         if parts[:1] == ["admin"]:
             return self._admin(method, parts[1:], body)
@@ -342,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         serving = asyncio.ensure_future(stub.serve_forever())
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, serving.cancel)
-        while stub._server is None or not stub._server.is_serving():
+        while not stub.serving():
             if serving.done():
                 serving.result()
             await asyncio.sleep(0.01)
