@@ -21,5 +21,10 @@ def featureset(tmp_path: Path) -> tuple[str, dict, dict[str, str]]:
         "RTML_SCORING_DEAD_LETTER_TOPIC": f"{name}.scoring-dead-letter",
         "RTML_SCORING_MODELS_TOPIC": f"{name}.models",
         "RTML_SCORING_ID_PREFIX": f"{run}-scoring",
+        # These tests check scores, paths and exactly-once, not the model server's speed: on a
+        # loaded 2-core CI machine a healthy answer can miss the 100 ms default, and its rows
+        # would go to the fallback. Tests of timeouts and the breaker set their own.
+        "RTML_SCORING_REQUEST_TIMEOUT_MS": "2000",
+        "RTML_SCORING_DEADLINE_MS": "5000",
     }
     return name, definition, env
