@@ -24,10 +24,13 @@ producer that keeps the default CreateTime of sending makes time ranges mean "se
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
+import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -38,6 +41,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from rtml.settings import FeatureJobSettings
+
+log = logging.getLogger(__name__)
 
 # `windows => '1 min, 5 min, 1 h, 24 h'` of SLIDING_WINDOW_FEATURES, and SQL intervals of OVER
 # RANGE, TUMBLE, HOP and SESSION windows: `INTERVAL '5' MINUTE`.
@@ -525,14 +530,18 @@ def compute_features(
     topic: str | None = None,
     warm_up_ms: int | None = None,
     run_id: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> OfflineFeatures:
     """Run the feature set's source SQL and query over `kafka_range` of its source topic (or
     `topic`) on the embedded MiniCluster, and collect the rows of the range.
 
     The job runs in streaming mode (the windows are a streaming table function) with a bounded
-    source, reads under a consumer group of its own that commits nothing, and writes nowhere:
-    bad records are returned in `dead_letters` (counted by reason), not sent to the dead-letter
-    topic.
+    source, reads under a consumer group of its own, and writes nowhere: bad records are
+    returned in `dead_letters` (counted by reason), not sent to the dead-letter topic. With
+    `on_progress`, the group commits what it has read every second and `on_progress(records)`
+    hears the count (records read so far, warm-up included) about as often, and every record
+    of the range once the run has ended; the group is deleted afterwards. Without, it commits
+    nothing.
     """
     from pyflink.table import DataTypes
     from pyflink.table.expressions import col, lit, null_of
@@ -559,6 +568,7 @@ def compute_features(
         "group_id": f"rtml-offline-{definition.name}-{run_id}",
         "start_offsets": resolved.start_option(),
         "end_offsets": resolved.end_option(),
+        "auto_commit": "true" if on_progress is not None else "false",
     }
     t_env = flinkjob.table_environment(
         settings, f"rtml-offline-{definition.name}", overrides=OFFLINE_OVERRIDES
@@ -604,7 +614,14 @@ def compute_features(
             col("source_offset"),
         )  # fmt: skip
     )
-    collected = _to_pandas(feature_side.union_all(dead_side), names)
+    if on_progress is None:
+        collected = _to_pandas(feature_side.union_all(dead_side), names)
+    else:
+        with ReadWatcher(settings.kafka_bootstrap, params["group_id"], resolved.start, on_progress):
+            collected = _to_pandas(feature_side.union_all(dead_side), names)
+        # Read to the end. (The consumer commits as it polls, and stops polling a partition once
+        # it reaches its end offset: the last commit may be short of it.)
+        on_progress(resolved.offsets_read)
     is_dead = collected["reason"].notna()
     rows = _restore_types(collected.loc[~is_dead, list(names)], names, types)
     rows = rows.sort_values([definition.event_time_ms], kind="stable").reset_index(drop=True)
@@ -613,6 +630,62 @@ def compute_features(
     )
     dead = dead.sort_values(["source_partition", "source_offset"]).reset_index(drop=True)
     return OfflineFeatures(rows, dead, resolved, time.monotonic() - started, run_id)
+
+
+def records_read(start: Mapping[int, int], committed: Mapping[int, int | None]) -> int:
+    """Records read from `start` on, by a group's committed offsets per partition (pure)."""
+    return sum(max(0, (committed.get(p) or 0) - offset) for p, offset in start.items())
+
+
+class ReadWatcher:
+    """While in its `with` block, reports a run's records read (its group's committed offsets)
+    every `interval_s`; deletes the group at the end."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group: str,
+        start: Mapping[int, int],
+        report: Callable[[int], None],
+        interval_s: float = 1.0,
+    ) -> None:
+        self.bootstrap, self.group, self.start = bootstrap, group, dict(start)
+        self.report, self.interval_s = report, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="rtml-offline-read", daemon=True)
+
+    def __enter__(self) -> ReadWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _watch(self) -> None:
+        from kafka import KafkaAdminClient
+
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.bootstrap, client_id="rtml-offline-progress"
+            )
+        except Exception as error:  # noqa: BLE001 - progress is a nicety: never fail the run
+            log.warning("offline run: no progress (cannot reach %s): %r", self.bootstrap, error)
+            return
+        try:
+            while not self._stop.wait(self.interval_s):
+                try:
+                    found = admin.list_group_offsets(self.group).get(self.group, {})
+                except Exception as error:  # noqa: BLE001 - e.g. no group coordinator yet
+                    log.debug("offline run: group %s not readable yet: %r", self.group, error)
+                    continue
+                committed = {tp.partition: meta.offset for tp, meta in found.items()}
+                self.report(records_read(self.start, committed))
+        finally:
+            # The job has ended and its consumer left: the group holds only its offsets.
+            with contextlib.suppress(Exception):
+                admin.delete_groups([self.group])
+            admin.close()
 
 
 def _to_pandas(table: object, names: list[str]) -> pd.DataFrame:

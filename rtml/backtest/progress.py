@@ -80,8 +80,8 @@ class Progress:
             self.stream.flush()
 
     def tick_while_blocked(self) -> Progress:
-        """Show the elapsed time every interval from a thread, for a phase that reports nothing
-        while it runs (the Flink feature run)."""
+        """Show the line every interval from a thread as well, for a phase whose reports are
+        late or sparse (the Flink feature run: nothing before its consumer's first commit)."""
 
         def tick() -> None:
             while not self._stop.wait(1.0 if self.tty else self.interval_s):

@@ -336,7 +336,7 @@ def run_backtest(
     try:
         computed = compute_features(
             definition, options.kafka_range, settings.feature_job_settings(),
-            warm_up_ms=warm_up_ms, run_id=run_id,
+            warm_up_ms=warm_up_ms, run_id=run_id, on_progress=feature_progress.update,
         )  # fmt: skip
     finally:
         feature_progress.finish()

@@ -11,9 +11,12 @@ ALTER TABLE raw_events SET (
   'scan.startup.specific-offsets' = '${start_offsets}',
   'scan.bounded.mode' = 'specific-offsets',
   'scan.bounded.specific-offsets' = '${end_offsets}',
-  -- A consumer group of this run alone, which never commits offsets: offline runs leave the
-  -- production groups (and their lag) untouched.
+  -- A consumer group of this run alone: offline runs leave the production groups (and their
+  -- lag) untouched. With progress asked for, the consumer commits what it has read every
+  -- second (there are no checkpoints offline), only for rtml.offline to count it; the group is
+  -- deleted after the run.
   'properties.group.id' = '${group_id}',
   'properties.commit.offsets.on.checkpoint' = 'false',
-  'properties.enable.auto.commit' = 'false'
+  'properties.enable.auto.commit' = '${auto_commit}',
+  'properties.auto.commit.interval.ms' = '1000'
 );

@@ -82,12 +82,16 @@ def history(stack: Stack) -> dict:
     return {"topic": topic, "events": events, "settings": settings, "definition": definition}
 
 
-def test_time_range_gives_exactly_its_events_with_windows_warmed_up(history: dict) -> None:
+def test_time_range_gives_exactly_its_events_with_windows_warmed_up(
+    stack: Stack, history: dict
+) -> None:
     events, topic = history["events"], history["topic"]
     from_ms, to_ms = events[500]["ts"], events[900]["ts"]
+    progress: list[int] = []
     result = compute_features(
-        history["definition"], KafkaRange.by_time(from_ms, to_ms), history["settings"], topic=topic
-    )
+        history["definition"], KafkaRange.by_time(from_ms, to_ms), history["settings"],
+        topic=topic, on_progress=progress.append,
+    )  # fmt: skip
     inside = [e for e in events if from_ms <= e["ts"] < to_ms]
     rows = result.rows
     assert len(rows) == len(inside)  # one row per event in range, none twice
@@ -107,6 +111,17 @@ def test_time_range_gives_exactly_its_events_with_windows_warmed_up(history: dic
     assert result.range.start[2] == result.range.end[2] == 0  # the empty partition: no hang
     assert result.range.start[0] < result.range.first[0]  # the warm-up started earlier
     assert result.summary()["rows"] == len(inside)
+
+    # Progress: records read, never going back, all of them at the end (the job may be over
+    # before its first commit); then the run's group, which committed only for counting, is gone.
+    assert progress and progress == sorted(progress), progress
+    assert progress[-1] == result.range.offsets_read, (progress, result.range.offsets_read)
+    admin = KafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap)
+    try:
+        groups = {group["group_id"] for group in admin.list_groups()}
+    finally:
+        admin.close()
+    assert f"rtml-offline-{history['definition'].name}-{result.run_id}" not in groups
 
 
 def test_range_edge_cases_fail_fast_with_clear_messages(stack: Stack, history: dict) -> None:

@@ -15,6 +15,7 @@ from rtml.offline import (
     longest_window_ms,
     parse_offsets,
     parse_time,
+    records_read,
     resolve,
 )
 
@@ -204,3 +205,11 @@ def test_group_range() -> None:
         resolve(KafkaRange.from_group("nobody"), broker, topic="t", warm_up_ms=0)
     with pytest.raises(RangeError, match="no committed offset for partitions \\[1, 2\\]"):
         resolve(KafkaRange.from_group("half"), broker, topic="t", warm_up_ms=0)
+
+
+def test_records_read_counts_from_the_start_offsets_per_partition() -> None:
+    start = {0: 100, 1: 0, 2: 5}
+    assert records_read(start, {}) == 0  # nothing committed yet
+    assert records_read(start, {0: 150, 1: None, 2: 5}) == 50
+    assert records_read(start, {0: 160, 1: 7, 2: 9}) == 60 + 7 + 4
+    assert records_read(start, {0: 90}) == 0  # an offset before the start counts nothing
