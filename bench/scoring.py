@@ -28,7 +28,10 @@ Each variant, in turn (one job at a time on the 2 cores, parallelism 1):
    thread) notes when each event's prediction first becomes visible. Latency = visible - ts:
    Kafka, the job (or loop), the model server and, in exactly-once mode, the wait for the
    checkpoint that commits the transaction. Predictions not visible 15 s after the last event
-   are counted as `unseen`.
+   are counted as `unseen`. For the Flink variants, the checkpoints completed meanwhile:
+   end-to-end durations and sizes, and for the slowest one, per operator chain, the parts of its
+   slowest subtask (start delay: the barrier's way there, behind the records queued before it;
+   alignment; sync and async phases).
 3. Finally (a) at-least-once against a V2 stub server that never answers in time (it sleeps 5 s
    per request), with the published model as the local fallback model: the same latency
    measurement at rtml's at-least-once half rate, plus the fallback rate and the scorer's own
@@ -60,6 +63,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import requests
@@ -371,6 +375,43 @@ def measure_latency(
     return result
 
 
+def slowest_operators(rest: Any, job_id: str, checkpoint_id: int) -> dict[str, dict]:
+    """Per job vertex, one checkpoint's end-to-end duration (ms) and, of its slowest subtask, the
+    parts: start delay (the barrier's way to it), alignment, sync and async phases."""
+    path = f"/jobs/{job_id}/checkpoints/details/{checkpoint_id}"
+    details = rest._call("GET", path)
+    names = {v["id"]: v["name"] for v in rest.job(job_id).get("vertices", [])}
+    out = {}
+    for vertex_id, task in details.get("tasks", {}).items():
+        subtasks = rest._call("GET", f"{path}/subtasks/{vertex_id}").get("subtasks", [])
+        slowest = max(subtasks, key=lambda t: t.get("end_to_end_duration", 0), default={})
+        out[names.get(vertex_id, vertex_id)[:80]] = {
+            "end_to_end": float(task.get("end_to_end_duration", 0)),
+            "start_delay": slowest.get("start_delay"),
+            "alignment": (slowest.get("alignment") or {}).get("duration"),
+            "sync": (slowest.get("checkpoint") or {}).get("sync"),
+            "async": (slowest.get("checkpoint") or {}).get("async"),
+        }
+    return dict(sorted(out.items(), key=lambda item: -item[1]["end_to_end"]))
+
+
+def checkpoint_stats(overview: dict, since_ms: int) -> dict | None:
+    """The checkpoints completed since `since_ms` in a job's /checkpoints answer (its last few):
+    end-to-end durations (trigger to the last acknowledgement; the exactly-once sink commits
+    after that) and sizes. None if none completed (pure)."""
+    done = [
+        c for c in overview.get("history", [])
+        if c.get("status") == "COMPLETED" and c.get("trigger_timestamp", 0) >= since_ms
+    ]  # fmt: skip
+    if not done:
+        return None
+    return {
+        "completed": len(done),
+        "end_to_end_ms": summary([float(c["end_to_end_duration"]) for c in done]),
+        "checkpointed_bytes": summary([float(c.get("checkpointed_size", 0)) for c in done]),
+    }
+
+
 def duration_ms(text: str) -> float:
     """A Flink duration ("5s", "5 s", "500ms", "1min") in ms."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m)?\s*", str(text))
@@ -539,10 +580,28 @@ def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
                 print(variant, results["throughput"][variant], flush=True)
                 if latency:
                     rate = results["throughput"][rate_of or variant]["events_per_s"] / 2
+                    since_ms = wall_ms()
                     results["latency"][variant] = measure_latency(
                         bootstrap, jars, source, out, rate, args.latency_seconds,
                         folder / f"{variant}-latency.log",
                     )  # fmt: skip
+                    # What an exactly-once prediction waits for beyond the interval.
+                    overview = rest.checkpoints(job_id)
+                    stats = checkpoint_stats(overview, since_ms)
+                    if stats is not None:
+                        slowest = max(
+                            (
+                                c
+                                for c in overview["history"]
+                                if c.get("status") == "COMPLETED"
+                                and c.get("trigger_timestamp", 0) >= since_ms
+                            ),
+                            key=lambda c: c["end_to_end_duration"],
+                        )
+                        stats["slowest_by_operator_ms"] = slowest_operators(
+                            rest, job_id, slowest["id"]
+                        )
+                    results["latency"][variant]["checkpoints"] = stats
                     print(variant, results["latency"][variant], flush=True)
             finally:
                 rest.cancel(job_id)
