@@ -292,6 +292,7 @@ def real_params(relative: Path) -> dict[str, object]:
         if relative == Path("common/bounded_range.sql"):  # rtml.offline's
             params["start_offsets"] = "partition:0,offset:0;partition:1,offset:0"
             params["end_offsets"] = "partition:0,offset:10;partition:1,offset:7"
+            params["auto_commit"] = "true"
         return params
     return sql_params(SmokeJobSettings())
 
