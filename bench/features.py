@@ -311,21 +311,6 @@ def run_freshness(
     }
 
 
-def conf_dir(folder: Path, overrides: list[str]) -> Path:
-    """flink-conf/ copied, with `KEY=VALUE` overrides applied (flat keys)."""
-    target = folder / "flink-conf"
-    shutil.copytree(PROJECT_ROOT / "flink-conf", target)
-    if overrides:
-        conf = flinkconf.load(target)
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise SystemExit(f"--conf takes KEY=VALUE, not {item!r}")
-            conf[key.strip()] = value.strip()
-        (target / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=True))
-    return target
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=300_000, help="backlog for throughput")
@@ -346,9 +331,8 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="rtml-bench-") as tmp:
         folder = Path(tmp)
-        settings = ephemeral_stack_settings(
-            folder / "stack", flink_conf_dir=conf_dir(folder, args.conf)
-        )
+        conf_dir = flinkconf.with_overrides(folder, flinkconf.parse_overrides(args.conf))
+        settings = ephemeral_stack_settings(folder / "stack", flink_conf_dir=conf_dir)
         report["python_worker"] = {
             k: v
             for k, v in flinkconf.load(settings.flink_conf_dir).items()
@@ -358,7 +342,6 @@ def main() -> None:
         env = {
             **os.environ,
             **settings_env(settings),
-            "RTML_FLINK_CONF_DIR": str(settings.flink_conf_dir),
         }
         try:
             stack.up(["kafka", "redis", "flink-taskmanager"])

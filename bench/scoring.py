@@ -466,7 +466,6 @@ def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from bench.features import conf_dir
     from rtml import flinkconf, flinkrest, kafka_admin, model_repo
     from rtml.flinkrest import FlinkRest
     from rtml.generators import GENERATORS
@@ -477,9 +476,8 @@ def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
     fraud = GENERATORS["fraud"]
     model = f"bench_fraud_{uuid.uuid4().hex[:6]}"
     folder = Path(tempfile.mkdtemp(prefix="rtml-bench-scoring-"))
-    settings = ephemeral_stack_settings(
-        folder / "stack", flink_conf_dir=conf_dir(folder, args.conf)
-    )
+    conf_dir = flinkconf.with_overrides(folder, flinkconf.parse_overrides(args.conf))
+    settings = ephemeral_stack_settings(folder / "stack", flink_conf_dir=conf_dir)
     stack = Stack(settings)
     conf = flinkconf.load(settings.flink_conf_dir)
     checkpoint_ms = duration_ms(conf["execution.checkpointing.interval"])
@@ -529,7 +527,6 @@ def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
         rest = FlinkRest(settings.flink_rest_url)
         base_env = {
             **os.environ, **settings_env(settings),
-            "RTML_FLINK_CONF_DIR": str(settings.flink_conf_dir),
             "RTML_FEATURES_DIR": str(features_dir), "RTML_ONLINE_STORE": "false",
             "RTML_SCORING_FOLLOW_VERSIONS": "false",
         }  # fmt: skip

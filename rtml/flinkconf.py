@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from rtml.settings import LOOPBACK, StackSettings
+from rtml.settings import LOOPBACK, PROJECT_ROOT, StackSettings
 
 # Keys that shape a job rather than a cluster process; jobs on the MiniCluster set them themselves.
 JOB_LEVEL_PREFIXES = (
@@ -51,6 +51,29 @@ def load(conf_dir: Path) -> dict[str, str]:
     if not isinstance(tree, Mapping):
         raise ValueError(f"{path} must be a mapping of Flink keys, not {type(tree).__name__}")
     return flatten(tree)
+
+
+def with_overrides(folder: Path, overrides: Mapping[str, str], profile: Path | None = None) -> Path:
+    """A copy of `profile` (default: flink-conf/) in `folder`/flink-conf with `overrides` (flat
+    keys) applied: the conf dir of a throw-away stack that differs from the profile (tests,
+    benchmarks)."""
+    target = folder / "flink-conf"
+    shutil.copytree(profile or PROJECT_ROOT / "flink-conf", target)
+    if overrides:
+        conf = load(target) | {key.strip(): str(value).strip() for key, value in overrides.items()}
+        (target / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=True, width=10_000))
+    return target
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """`["KEY=VALUE", ...]` (a `--conf` option given several times) -> {KEY: VALUE}."""
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--conf takes KEY=VALUE, not {item!r}")
+        parsed[key.strip()] = value.strip()
+    return parsed
 
 
 def job_level(conf: Mapping[str, str]) -> dict[str, str]:

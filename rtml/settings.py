@@ -120,6 +120,7 @@ def settings_env(settings: StackSettings) -> dict[str, str]:
     env = {f"RTML_{name.upper()}": str(getattr(settings, name)) for name in PORT_FIELDS}
     env["RTML_RUNTIME_DIR"] = str(settings.runtime)
     env["RTML_HOME"] = str(settings.home)
+    env["RTML_FLINK_CONF_DIR"] = str(settings.flink_conf_dir)
     return env
 
 

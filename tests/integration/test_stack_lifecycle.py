@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 from ephemeral import ephemeral_stack_settings, run_rtml, settings_env
 
-from rtml import processes
-from rtml.settings import PROJECT_ROOT
+from rtml import flinkconf, processes
 from rtml.stack import Stack, StackError
 
 pytestmark = pytest.mark.integration
@@ -57,11 +54,7 @@ def test_up_is_idempotent_and_down_leaves_no_process(tmp_path: Path) -> None:
 
 def test_a_service_that_fails_to_start_is_named_and_the_rest_is_stopped(tmp_path: Path) -> None:
     # A JobManager with too little memory exits at once: a real start failure, not a mock.
-    conf_dir = tmp_path / "flink-conf"
-    shutil.copytree(PROJECT_ROOT / "flink-conf", conf_dir)
-    config = yaml.safe_load((conf_dir / "config.yaml").read_text())
-    config["jobmanager.memory.process.size"] = "64m"
-    (conf_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    conf_dir = flinkconf.with_overrides(tmp_path, {"jobmanager.memory.process.size": "64m"})
     settings = ephemeral_stack_settings(tmp_path / "stack", flink_conf_dir=conf_dir)
     stack = Stack(settings)
 

@@ -279,3 +279,20 @@ def test_remote_profile_loads_with_durable_checkpoints() -> None:
     assert conf["state.backend.type"] == "rocksdb"
     assert conf["execution.checkpointing.mode"] == "EXACTLY_ONCE"
     assert not conf["execution.checkpointing.dir"].startswith("file:")
+
+
+def test_with_overrides_copies_the_profile_and_changes_only_what_it_names(tmp_path: Path) -> None:
+    target = flinkconf.with_overrides(tmp_path, {"execution.checkpointing.interval": "1s"})
+    assert target == tmp_path / "flink-conf"
+    profile = flinkconf.load(PROJECT_ROOT / "flink-conf")
+    assert flinkconf.load(target) == profile | {"execution.checkpointing.interval": "1s"}
+    # the other files of the profile (the remote one) come along
+    assert (target / "remote" / "config.yaml").is_file()
+    assert flinkconf.load(PROJECT_ROOT / "flink-conf") == profile  # the profile itself untouched
+
+
+def test_parse_overrides_takes_key_value_pairs_and_refuses_the_rest() -> None:
+    assert flinkconf.parse_overrides([" a.b = 1 ", "c=x=y"]) == {"a.b": "1", "c": "x=y"}
+    assert flinkconf.parse_overrides([]) == {}
+    with pytest.raises(ValueError, match="--conf takes KEY=VALUE, not 'a.b'"):
+        flinkconf.parse_overrides(["a.b"])
