@@ -11,6 +11,7 @@ import shutil
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -246,7 +247,7 @@ def test_clickstream_windows_in_kafka_and_redis_equal_a_direct_computation(
     }
     bootstrap = stack.settings.kafka_bootstrap
     rest = FlinkRest(stack.settings.flink_rest_url)
-    client = redis.Redis(host="127.0.0.1", port=stack.settings.redis_port)
+    redis_port = stack.settings.redis_port
     events, bad, reasons = events_and_bad_records()
     marked = markers(events[-1]["ts"] + EXTRA_MS)
     key_of = GENERATORS["clickstream"].key_of
@@ -278,57 +279,90 @@ def test_clickstream_windows_in_kafka_and_redis_equal_a_direct_computation(
     # cart rate is NULL (null on the features topic), and the test covers that case.
     assert any(row["cart_rate"] is None for row in cases["category"][0].values())
 
-    for kind, (expected, key, entity, time_column) in cases.items():
+    # The four jobs run side by side (the TaskManager has a slot each), submitted and checked at
+    # once: most of each check is waiting for checkpoints and for duplicates that must not come.
+    for kind in cases:
         name = f"clickstream_{kind}_{run}"
-        topic, features_topic = f"{name}.events", f"{name}.features"
-        dead_letter_topic = f"{name}.dead-letter"
+        topic = f"{name}.events"
         # Kafka creates no topic by itself; the job's own ensure_topics then finds it in place.
         kafka_admin.ensure_topics(bootstrap, {topic: PARTITIONS})
         send_raw(bootstrap, topic, bad, key=b"bad")
         generate.produce(bootstrap, topic, as_records(events, key_of))
         generate.produce(bootstrap, topic, [record for _, record in marked])
-
-        submitted = run_rtml(env, "submit", "features", name, "--detached", timeout=300)
-        assert submitted.returncode == 0, submitted.stderr
-        job_id = submitted.stdout.strip().splitlines()[-1]
-        try:
-            # Per event, the markers get rows too (in an order between partitions that is not
-            # fixed, so they are only counted); their windows never close, so no window rows.
-            marker_rows = PARTITIONS if kind == "user" else 0
-            wanted = len(expected) + marker_rows
-            records = read_committed(
-                bootstrap, features_topic,
-                until=lambda rs, n=wanted: len(rs) >= n, timeout_s=240, settle_s=5,
-            )  # fmt: skip
-            rows = [json.loads(r.value) for r in records]
-            assert all(r.key.decode() == row[entity] for r, row in zip(records, rows, strict=True))
-            assert sum(row[entity] == MARKER for row in rows) == marker_rows, kind
-            rows = [row for row in rows if row[entity] != MARKER]
-            got = {key(row): row for row in rows}
-            assert len(rows) == len(got), f"{kind}: a row written twice"
-            assert got.keys() == expected.keys(), kind
-            for row_key, want in expected.items():
-                assert_same_features(got[row_key], want, (kind, row_key))
-
-            # Redis holds, per entity, the row of its newest event time.
-            for entity_id, want in newest(expected, entity, time_column).items():
-                online = get_features(client, name, entity_id)
-                assert online is not None, (kind, entity_id)
-                values = {k: v for k, v in want.items() if k not in (entity, time_column)}
-                assert_same_features(online.values, values, (kind, entity_id))
-                assert {f.event_ms for f in online.features.values()} == {want[time_column]}
-
-            # An event behind the watermark now is late: dead-lettered, not silently dropped.
-            late = {**events[0], "event_id": f"late-{kind}"}
-            late_record = json.dumps(late).encode()
-            send_raw(bootstrap, topic, [late_record], key=late["user_id"].encode())
-            dead = read_committed(
-                bootstrap, dead_letter_topic,
-                until=lambda rs: len(rs) >= len(bad) + 1, timeout_s=60, settle_s=2,
-            )  # fmt: skip
-            got_reasons = Counter((r.value, dict(r.headers)["rtml.reason"].decode()) for r in dead)
-            want_reasons = Counter((bad[i], reason) for i, reason in reasons.items())
-            want_reasons[(late_record, "late_event")] += 1
-            assert got_reasons == want_reasons, kind
-        finally:
+    with ThreadPoolExecutor(len(cases)) as pool:
+        submissions = dict(zip(cases, pool.map(
+            lambda kind: run_rtml(env, "submit", "features", f"clickstream_{kind}_{run}",
+                                  "--detached", timeout=300),
+            cases,
+        ), strict=True))  # fmt: skip
+    job_ids = [
+        submitted.stdout.strip().splitlines()[-1]
+        for submitted in submissions.values()
+        if submitted.returncode == 0
+    ]
+    try:
+        for kind, submitted in submissions.items():
+            assert submitted.returncode == 0, (kind, submitted.stderr)
+        with ThreadPoolExecutor(len(cases)) as pool:
+            checks = [
+                pool.submit(
+                    check_job, kind, run, bootstrap, redis_port, events, bad, reasons, *case
+                )
+                for kind, case in cases.items()
+            ]
+            for check in checks:
+                check.result()  # re-raises a check's assertion error
+    finally:
+        for job_id in job_ids:
             rest.cancel(job_id)
+
+
+def check_job(
+    kind: str, run: str, bootstrap: str, redis_port: int, events: list[dict],
+    bad: list[bytes | None], reasons: dict[int, str], expected: dict,
+    key: Callable[[dict], object], entity: str, time_column: str,
+) -> None:  # fmt: skip
+    """One job's features topic and Redis equal `expected`; its bad and late records are dead
+    letters with their reasons."""
+    client = redis.Redis(host="127.0.0.1", port=redis_port)
+    name = f"clickstream_{kind}_{run}"
+    topic, features_topic = f"{name}.events", f"{name}.features"
+    dead_letter_topic = f"{name}.dead-letter"
+    # Per event, the markers get rows too (in an order between partitions that is not fixed, so
+    # they are only counted); their windows never close, so no window rows.
+    marker_rows = PARTITIONS if kind == "user" else 0
+    wanted = len(expected) + marker_rows
+    records = read_committed(
+        bootstrap, features_topic,
+        until=lambda rs, n=wanted: len(rs) >= n, timeout_s=240, settle_s=5,
+    )  # fmt: skip
+    rows = [json.loads(r.value) for r in records]
+    assert all(r.key.decode() == row[entity] for r, row in zip(records, rows, strict=True))
+    assert sum(row[entity] == MARKER for row in rows) == marker_rows, kind
+    rows = [row for row in rows if row[entity] != MARKER]
+    got = {key(row): row for row in rows}
+    assert len(rows) == len(got), f"{kind}: a row written twice"
+    assert got.keys() == expected.keys(), kind
+    for row_key, want in expected.items():
+        assert_same_features(got[row_key], want, (kind, row_key))
+
+    # Redis holds, per entity, the row of its newest event time.
+    for entity_id, want in newest(expected, entity, time_column).items():
+        online = get_features(client, name, entity_id)
+        assert online is not None, (kind, entity_id)
+        values = {k: v for k, v in want.items() if k not in (entity, time_column)}
+        assert_same_features(online.values, values, (kind, entity_id))
+        assert {f.event_ms for f in online.features.values()} == {want[time_column]}
+
+    # An event behind the watermark now is late: dead-lettered, not silently dropped.
+    late = {**events[0], "event_id": f"late-{kind}"}
+    late_record = json.dumps(late).encode()
+    send_raw(bootstrap, topic, [late_record], key=late["user_id"].encode())
+    dead = read_committed(
+        bootstrap, dead_letter_topic,
+        until=lambda rs: len(rs) >= len(bad) + 1, timeout_s=60, settle_s=2,
+    )  # fmt: skip
+    got_reasons = Counter((r.value, dict(r.headers)["rtml.reason"].decode()) for r in dead)
+    want_reasons = Counter((bad[i], reason) for i, reason in reasons.items())
+    want_reasons[(late_record, "late_event")] += 1
+    assert got_reasons == want_reasons, kind
