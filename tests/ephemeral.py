@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,15 +15,19 @@ from pathlib import Path
 
 import yaml
 
+from rtml import processes
 from rtml.flinkrest import FlinkRest
 from rtml.settings import PROJECT_ROOT, ephemeral_stack_settings, settings_env
+from rtml.stack import Stack
 
 __all__ = [
+    "crash_taskmanager",
     "ephemeral_stack_settings",
     "private_featureset",
     "run_rtml",
     "running_job",
     "settings_env",
+    "wait_for_checkpoint_after",
 ]
 
 
@@ -69,3 +76,29 @@ def running_job(env: dict[str, str], rest: FlinkRest, job: str, *args: str) -> I
         yield job_id
     finally:
         rest.cancel(job_id)
+
+
+def wait_for_checkpoint_after(rest: FlinkRest, job_id: str, after_ms: int) -> None:
+    """Until a checkpoint of `job_id` completes after `after_ms` (epoch ms): what came before is
+    committed."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        latest = (rest.checkpoints(job_id).get("latest") or {}).get("completed") or {}
+        if latest.get("latest_ack_timestamp", 0) > after_ms:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"no checkpoint of job {job_id} completed after {after_ms}")
+
+
+def crash_taskmanager(stack: Stack) -> float:
+    """`kill -9` the TaskManager and its Python workers at once, as a machine crash would (a
+    worker outliving its TaskManager lingers forever); returns when they are gone, with the
+    monotonic time of the kill."""
+    taskmanager = stack.owned("flink-taskmanager")
+    assert taskmanager is not None, "no TaskManager running"
+    os.killpg(taskmanager.pid, signal.SIGKILL)  # rtml starts each service in a group of its own
+    killed_at = time.monotonic()
+    while stack.owned("flink-taskmanager") is not None or processes.group_members(taskmanager.pid):
+        assert time.monotonic() - killed_at < 30, "the TaskManager outlived kill -9"
+        time.sleep(0.1)
+    return killed_at

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from ephemeral import run_rtml
+from ephemeral import crash_taskmanager, run_rtml, wait_for_checkpoint_after
 
 from rtml import generate
 from rtml.flinkrest import FlinkRest
@@ -153,16 +153,6 @@ def test_counts_are_exact_and_bad_records_become_dead_letters(
         rest.cancel(job_id)
 
 
-def wait_for_checkpoint_after(rest: FlinkRest, job_id: str, after_ms: int) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        latest = (rest.checkpoints(job_id).get("latest") or {}).get("completed") or {}
-        if latest.get("latest_ack_timestamp", 0) > after_ms:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"no checkpoint of job {job_id} completed after {after_ms}")
-
-
 def test_killed_taskmanager_loses_and_duplicates_no_window(
     stack: Stack, stack_env: dict[str, str], rest: FlinkRest
 ) -> None:
@@ -179,10 +169,7 @@ def test_killed_taskmanager_loses_and_duplicates_no_window(
         sent_at_ms = int(time.time() * 1000)
         wait_for_checkpoint_after(rest, job_id, sent_at_ms)
 
-        taskmanager = stack.owned("flink-taskmanager")
-        assert taskmanager is not None
-        os.kill(taskmanager.pid, signal.SIGKILL)
-        killed_at = time.monotonic()
+        killed_at = crash_taskmanager(stack)
 
         # Data keeps arriving while the job is down; a replacement TaskManager is started.
         generate.produce(bootstrap, topic, records[3000:])
