@@ -133,15 +133,18 @@ def check_columns(features: Table, definition: FeatureSetDefinition, spec: Model
 
 
 def scorer_udf(settings: ScoringJobSettings, spec: ModelSpec) -> UserDefinedScalarFunctionWrapper:
-    """The scoring UDF for this model: settings, threshold (explicit setting, else the metadata's),
-    fallback model and the versions topic to follow."""
+    """The scoring UDF for this model: settings, threshold (explicit setting, else the metadata's;
+    a promoted version's own unless explicit), fallback model and the versions topic to follow."""
     scoring = settings.scoring_settings(spec.feature_names)
-    if "scoring_threshold" not in settings.model_fields_set and spec.threshold is not None:
+    pinned = "scoring_threshold" in settings.model_fields_set
+    if not pinned and spec.threshold is not None:
         scoring = dataclasses.replace(scoring, threshold=spec.threshold)
     follow = None
     if settings.scoring_follow_versions:
         follow = FollowSettings(settings.kafka_bootstrap, settings.scoring_models_topic)
-    return score_features(scoring, settings.scoring_fallback_model, follow=follow)
+    return score_features(
+        scoring, settings.scoring_fallback_model, follow=follow, follow_threshold=not pinned
+    )
 
 
 def build(

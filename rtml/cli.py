@@ -473,11 +473,34 @@ def _models(args: argparse.Namespace) -> int:
             f"{settings.model_url} does not serve model {args.model} version {version} "
             "(publish and load it first, or pass --no-check)"
         )
+    spec = None
+    if version is not None:
+        from jobs.scoring import model_spec
+        from rtml.settings import StackSettings
+
+        repo = settings.scoring_model_repo or StackSettings().model_repo
+        try:
+            spec = model_spec(repo, args.model, version)
+        except FileNotFoundError as missing:
+            print(
+                f"rtml: warning: {missing}: scoring jobs cannot check the version's features "
+                "and keep deciding with their own threshold",
+                file=sys.stderr,
+            )
     model_versions.promote(
-        settings.kafka_bootstrap, args.model, version, settings.scoring_models_topic
-    )
+        settings.kafka_bootstrap, args.model, version, settings.scoring_models_topic,
+        feature_names=spec.feature_names if spec else None,
+        threshold=spec.threshold if spec else None,
+    )  # fmt: skip
     shown = f"version {version}" if version else "its configured version"
     print(f"{args.model}: scoring jobs now use {shown} ({settings.scoring_models_topic})")
+    if spec is not None:
+        threshold = "theirs" if spec.threshold is None else f"{spec.threshold:g}"
+        print(
+            f"  {len(spec.feature_names)} features, threshold {threshold} (a job started with an "
+            "explicit RTML_SCORING_THRESHOLD keeps its own); jobs that send other features "
+            "refuse it and say so in their log and metric rtml_scoring.promotions_refused"
+        )
     return 0
 
 

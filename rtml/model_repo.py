@@ -125,13 +125,15 @@ def publish_sklearn_model(
     version: str,
     *,
     feature_names: list[str],
+    threshold: float | None = None,
     created_at: datetime | None = None,
 ) -> Path:
     """Publish a fitted sklearn estimator as ``repo_dir/name/version`` and return that folder.
 
     Writes ``model.joblib``, ``model-settings.json`` (default output
     ``predict_proba`` if the estimator has it, else ``predict``) and
-    ``metadata.json``. The folder is assembled under a dot-named temporary folder
+    ``metadata.json`` (with `threshold`, the score at or above which scoring jobs decide
+    "positive", when given). The folder is assembled under a dot-named temporary folder
     and renamed into place, so a server scanning the repository never sees a
     half-written version. Versions are immutable: publishing an existing one
     raises :class:`FileExistsError`.
@@ -166,6 +168,10 @@ def publish_sklearn_model(
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "created_at": (created_at or datetime.now(UTC)).isoformat(),
     }
+    if threshold is not None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be within [0, 1], not {threshold}")
+        metadata["threshold"] = float(threshold)
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=target.parent))
     try:

@@ -8,7 +8,10 @@ server delays a bundle, and a checkpoint barrier behind it, by at most the deadl
 
 The model version follows the log-compacted versions topic (`rtml.scoring.model_versions`): when
 the promoted version changes, the next batch is scored by a scorer for the new version (the old
-one is closed); every prediction records the version that actually answered.
+one is closed), with the version's own threshold unless the job's was set explicitly; a version
+whose metadata names other input columns than the job sends is refused (logged, counted in
+`promotions_refused`) and the job keeps scoring with what it has. Every prediction records the
+version that actually answered.
 
 Metrics (group `rtml_scoring`): counters mirroring `Scorer.metrics()` (rows, requests, request
 failures, timeouts, retries, breaker rejections and openings, predictions per path), a
@@ -24,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +36,7 @@ from pyflink.table import DataTypes
 from pyflink.table.udf import FunctionContext, ScalarFunction, UserDefinedScalarFunctionWrapper, udf
 
 from rtml.scoring import DefaultRule, Prediction, Scorer, ScorerMetrics, ScoringSettings
-from rtml.scoring.model_versions import FollowSettings, VersionFollower
+from rtml.scoring.model_versions import FollowSettings, Promotion, VersionFollower
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,53 @@ def wanted_version(promoted: str | None, configured: str | None) -> str | None:
     return promoted or configured or None
 
 
+@dataclass(frozen=True)
+class VersionChoice:
+    """What to score with: a version (None: the server's latest) and threshold; or, when the
+    promotion cannot be followed, why (`refusal`), and the job stays on what it scores with."""
+
+    version: str | None
+    threshold: float
+    refusal: str | None = None
+
+
+def choose_version(
+    promotion: Promotion | None,
+    settings: ScoringSettings,
+    start_threshold: float,
+    *,
+    follow_threshold: bool,
+) -> VersionChoice:
+    """The version and threshold for the next batch (pure).
+
+    A promotion whose metadata names other input columns than the job's is refused: the job
+    would send it the wrong features. Its threshold is taken unless the job's was set explicitly
+    (`follow_threshold` False); without a promotion the job's configured version and start
+    threshold apply.
+    """
+    if promotion is None or not promotion.version:
+        return VersionChoice(wanted_version(None, settings.model_version), start_threshold)
+    if promotion.feature_names is not None and promotion.feature_names != tuple(
+        settings.feature_names
+    ):
+        theirs, ours = set(promotion.feature_names), set(settings.feature_names)
+        difference = (
+            f"it lacks {sorted(ours - theirs)}, has {sorted(theirs - ours)} besides"
+            if theirs != ours
+            else "the same columns in another order"
+        )
+        return VersionChoice(
+            wanted_version(None, settings.model_version), start_threshold,
+            refusal=f"model {settings.model_name} version {promotion.version} takes other "
+            f"features than this job sends ({difference}): not switching; restart the job "
+            "for a model with other inputs",
+        )  # fmt: skip
+    threshold = start_threshold
+    if follow_threshold and promotion.threshold is not None:
+        threshold = promotion.threshold
+    return VersionChoice(promotion.version, threshold)
+
+
 class ScoreFeatures(ScalarFunction):
     """score(feature_1, ..., feature_n) -> ROW(score, decision, path, model_version, latency_ms,
     error, scored_ms), one per row, the features in `settings.feature_names` order."""
@@ -99,11 +150,15 @@ class ScoreFeatures(ScalarFunction):
         fallback_model: Path | None = None,
         rule: DefaultRule | None = None,
         follow: FollowSettings | None = None,
+        *,
+        follow_threshold: bool = True,
     ) -> None:
         self.settings = settings
         self.fallback_model = fallback_model
         self.rule = rule or DefaultRule()
         self.follow = follow
+        # A promoted version decides with its own threshold unless the job's was set explicitly.
+        self.follow_threshold = follow_threshold
         # Fail at submission, not on the TaskManager: settings, fallback model and rule check here.
         Scorer(settings, fallback_model, self.rule).close()
 
@@ -128,8 +183,10 @@ class ScoreFeatures(ScalarFunction):
                     "versions topic %s not read within %.0f s: starting with version %s",
                     self.follow.topic, _READY_TIMEOUT_S, self.settings.model_version or "latest",
                 )  # fmt: skip
-        self._version = self._wanted()
-        self._scorer = self._new_scorer(self._version)
+        self._refused = group.counter("promotions_refused")
+        self._promotion: Promotion | None = None
+        self._choice = self._choose()
+        self._scorer = self._new_scorer(self._choice)
         self._seen = ScorerMetrics()
 
     def close(self) -> None:
@@ -141,11 +198,14 @@ class ScoreFeatures(ScalarFunction):
     # -- per batch -------------------------------------------------------------------------------
 
     def eval(self, *features: pd.Series) -> pd.DataFrame:
-        wanted = self._wanted()
-        if wanted != self._version:
-            log.info("model %s: switching to version %s", self.settings.model_name, wanted)
+        choice = self._choose()
+        if choice != self._choice:
+            log.info(
+                "model %s: switching to version %s (threshold %s)",
+                self.settings.model_name, choice.version or "latest", choice.threshold,
+            )  # fmt: skip
             self._retire_scorer()
-            self._version, self._scorer = wanted, self._new_scorer(wanted)
+            self._choice, self._scorer = choice, self._new_scorer(choice)
         frame = pd.concat(
             [s.reset_index(drop=True) for s in features], axis=1, keys=self.settings.feature_names
         )
@@ -157,14 +217,29 @@ class ScoreFeatures(ScalarFunction):
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _wanted(self) -> str | None:
-        promoted = None
+    def _choose(self) -> VersionChoice:
+        """What the next batch is scored with; a refused promotion keeps the current choice."""
+        promotion = None
         if self._follower is not None:
-            promoted = self._follower.versions.get(self.settings.model_name)
-        return wanted_version(promoted, self.settings.model_version)
+            promotion = self._follower.versions.promotion(self.settings.model_name)
+        current = getattr(self, "_choice", None)
+        if current is not None and promotion == self._promotion:
+            return current
+        self._promotion = promotion
+        choice = choose_version(
+            promotion, self.settings, self.settings.threshold,
+            follow_threshold=self.follow_threshold,
+        )  # fmt: skip
+        if choice.refusal is None:
+            return choice
+        log.error("%s", choice.refusal)
+        self._refused.inc()
+        return current or dataclasses.replace(choice, refusal=None)
 
-    def _new_scorer(self, version: str | None) -> Scorer:
-        settings = dataclasses.replace(self.settings, model_version=version)
+    def _new_scorer(self, choice: VersionChoice) -> Scorer:
+        settings = dataclasses.replace(
+            self.settings, model_version=choice.version, threshold=choice.threshold
+        )
         self._seen = ScorerMetrics()
         return Scorer(settings, self.fallback_model, self.rule)
 
@@ -198,10 +273,12 @@ def score_features(
     fallback_model: Path | None = None,
     rule: DefaultRule | None = None,
     follow: FollowSettings | None = None,
+    *,
+    follow_threshold: bool = True,
 ) -> UserDefinedScalarFunctionWrapper:
     """The UDF, ready to register; connections and threads start on the TaskManager."""
     return udf(
-        ScoreFeatures(settings, fallback_model, rule, follow),
+        ScoreFeatures(settings, fallback_model, rule, follow, follow_threshold=follow_threshold),
         result_type=RESULT_TYPE,
         func_type="pandas",
     )

@@ -70,12 +70,16 @@ class FallbackModel:
         version: str,
         score_column: int = 1,
         path: Path | None = None,
+        threshold: float | None = None,
     ) -> None:
         self.estimator = estimator
         self.feature_names = tuple(feature_names)
         self.version = version
         self.score_column = score_column
         self.path = path
+        # Its own decision threshold (a model trained apart has scores on its own scale); None:
+        # it decides with the scorer's.
+        self.threshold = threshold
         self.allow_nan = _allows_nan(estimator)
 
     @classmethod
@@ -93,7 +97,20 @@ class FallbackModel:
         if not isinstance(names, list) or not names:
             raise ValueError(f"{folder / model_repo.METADATA_FILENAME} lists no feature_names")
         version = f"{metadata.get('name', folder.parent.name)}/{metadata.get('version', '?')}"
-        return cls(estimator, names, version, score_column, folder)
+        threshold = metadata.get("threshold")
+        if threshold is not None and (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not 0.0 <= threshold <= 1.0
+        ):
+            raise ValueError(
+                f"{folder / model_repo.METADATA_FILENAME}: threshold must be a number within "
+                f"[0, 1], not {threshold!r}"
+            )
+        return cls(
+            estimator, names, version, score_column, folder,
+            threshold=None if threshold is None else float(threshold),
+        )  # fmt: skip
 
     def columns(self, feature_names: Sequence[str]) -> list[int]:
         """Where this model's features are among `feature_names`; ValueError if some are not."""

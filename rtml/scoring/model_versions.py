@@ -1,9 +1,11 @@
 """Which version of each model is current: a small log-compacted Kafka topic, followed live.
 
-Key = model name, value = JSON ``{"version": "2"}``; a tombstone (null value) withdraws the
-promotion, so the job goes back to its configured version (empty: the server's latest). The topic
-is compacted, so it holds one record per model however often versions change, and a job reading
-it from the beginning knows every current version after a few records.
+Key = model name, value = JSON ``{"version": "2", "feature_names": [...], "threshold": 0.2}``
+(the version's input columns and decision threshold from its metadata, when `rtml models promote`
+found them); a tombstone (null value) withdraws the promotion, so the job goes back to its
+configured version (empty: the server's latest). The topic is compacted, so it holds one record
+per model however often versions change, and a job reading it from the beginning knows every
+current version after a few records.
 
 `promote()` writes a promotion (`rtml models promote fraud 2`). `VersionFollower` reads the topic
 from the start in a daemon thread and keeps `CurrentVersions` up to date; the scoring UDF reads
@@ -18,7 +20,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -27,16 +29,35 @@ DEFAULT_TOPIC = "rtml.models.current"
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # as rtml.model_repo: a URL path segment
 
 
-def encode_promotion(model: str, version: str) -> tuple[bytes, bytes]:
+@dataclass(frozen=True)
+class Promotion:
+    """A promoted version, with what its metadata says it takes and decides by (None: unknown)."""
+
+    version: str
+    feature_names: tuple[str, ...] | None = None
+    threshold: float | None = None
+
+
+def encode_promotion(
+    model: str,
+    version: str,
+    feature_names: Sequence[str] | None = None,
+    threshold: float | None = None,
+) -> tuple[bytes, bytes]:
     """(key, value) of the record that makes `version` current for `model` (pure)."""
     for kind, value in (("model", model), ("version", version)):
         if not _SEGMENT.match(value):
             raise ValueError(f"invalid {kind} {value!r}: use letters, digits, '.', '_', '-'")
-    return model.encode(), json.dumps({"version": version}, separators=(",", ":")).encode()
+    payload: dict[str, object] = {"version": version}
+    if feature_names is not None:
+        payload["feature_names"] = _feature_names(list(feature_names), model)
+    if threshold is not None:
+        payload["threshold"] = _threshold(threshold, model)
+    return model.encode(), json.dumps(payload, separators=(",", ":")).encode()
 
 
-def decode_record(key: bytes | None, value: bytes | None) -> tuple[str, str | None]:
-    """(model, version) of a record; version None for a tombstone. ValueError when malformed."""
+def decode_record(key: bytes | None, value: bytes | None) -> tuple[str, Promotion | None]:
+    """(model, promotion) of a record; None for a tombstone. ValueError when malformed."""
     if not key:
         raise ValueError("record without a key (the model name)")
     model = key.decode("utf-8", "replace")
@@ -52,14 +73,33 @@ def decode_record(key: bytes | None, value: bytes | None) -> tuple[str, str | No
     version = str(version)
     if not _SEGMENT.match(version):
         raise ValueError(f"{model}: invalid version {version!r}")
-    return model, version
+    names, threshold = payload.get("feature_names"), payload.get("threshold")
+    return model, Promotion(
+        version,
+        None if names is None else _feature_names(names, model),
+        None if threshold is None else _threshold(threshold, model),
+    )
+
+
+def _feature_names(names: object, model: str) -> tuple[str, ...]:
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{model}: feature_names must be a non-empty list of column names")
+    return tuple(names)
+
+
+def _threshold(threshold: object, model: str) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise ValueError(f"{model}: threshold must be a number, not {threshold!r}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"{model}: threshold must be within [0, 1], not {threshold}")
+    return float(threshold)
 
 
 class CurrentVersions:
     """The promoted version per model, as the records of the topic say so far (thread-safe)."""
 
     def __init__(self) -> None:
-        self._versions: dict[str, str] = {}
+        self._versions: dict[str, Promotion] = {}
         self._lock = threading.Lock()
         self.bad_records = 0
 
@@ -70,20 +110,25 @@ class CurrentVersions:
         not switch production to nothing.
         """
         try:
-            model, version = decode_record(key, value)
+            model, promotion = decode_record(key, value)
         except ValueError as error:
             with self._lock:
                 self.bad_records += 1
             return str(error)
         with self._lock:
-            if version is None:
+            if promotion is None:
                 self._versions.pop(model, None)
             else:
-                self._versions[model] = version
+                self._versions[model] = promotion
         return None
 
     def get(self, model: str) -> str | None:
         """The promoted version of `model`, None if none is (or it was withdrawn)."""
+        promotion = self.promotion(model)
+        return None if promotion is None else promotion.version
+
+    def promotion(self, model: str) -> Promotion | None:
+        """The promotion of `model` (version, features, threshold), None if none."""
         with self._lock:
             return self._versions.get(model)
 
@@ -206,14 +251,26 @@ def ensure_topic(bootstrap: str, topic: str = DEFAULT_TOPIC) -> bool:
         admin.close()
 
 
-def promote(bootstrap: str, model: str, version: str | None, topic: str = DEFAULT_TOPIC) -> None:
-    """Make `version` current for `model` (None: withdraw the promotion); returns once durable."""
+def promote(
+    bootstrap: str,
+    model: str,
+    version: str | None,
+    topic: str = DEFAULT_TOPIC,
+    *,
+    feature_names: Sequence[str] | None = None,
+    threshold: float | None = None,
+) -> None:
+    """Make `version` current for `model` (None: withdraw the promotion); returns once durable.
+
+    `feature_names` and `threshold` (from the version's metadata) let scoring jobs refuse a
+    version that takes other inputs than theirs and decide with the version's own threshold.
+    """
     from kafka import KafkaProducer
 
     if version is None:
         key, value = model.encode(), None
     else:
-        key, value = encode_promotion(model, version)
+        key, value = encode_promotion(model, version, feature_names, threshold)
     ensure_topic(bootstrap, topic)
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     try:

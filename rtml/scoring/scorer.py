@@ -54,7 +54,7 @@ class ScorePath(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class Prediction:
     score: float
-    decision: bool  # score >= threshold
+    decision: bool  # score >= the threshold of the model that answered (a fallback has its own)
     path: ScorePath
     model_version: str  # "<model>/<version>" of the model that scored, or the rule's version
     latency_ms: float  # from score() being called to this prediction being known
@@ -199,10 +199,16 @@ class Scorer:
             latencies[failed] = (time.monotonic() - started) * 1000
 
         threshold = self.settings.threshold
+        fallback_threshold = threshold
+        if self.fallback is not None and self.fallback.threshold is not None:
+            fallback_threshold = self.fallback.threshold
         predictions = [
             Prediction(
                 float(scores[i]),
-                bool(scores[i] >= threshold),
+                bool(
+                    scores[i]
+                    >= (fallback_threshold if paths[i] is ScorePath.FALLBACK_MODEL else threshold)
+                ),
                 paths[i],
                 versions[i],
                 float(latencies[i]),

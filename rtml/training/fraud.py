@@ -198,7 +198,7 @@ def train_fraud(
     if options.publish:
         published = model_repo.publish_sklearn_model(
             primary.model, stack.model_repo, options.model_name, version,
-            feature_names=primary.features,
+            feature_names=primary.features, threshold=primary.threshold,
         )  # fmt: skip
         loaded = load_on_server(stack.model_url, options.model_name, version)
         summary["published"] = {

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import signal
 import time
 import uuid
 from collections import Counter
@@ -17,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from ephemeral import run_rtml, running_job
+from ephemeral import crash_taskmanager, run_rtml, running_job, wait_for_checkpoint_after
 from integration.test_features_job import expected_card_features
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
@@ -148,11 +146,15 @@ def test_predictions_are_exactly_once_like_the_model_and_follow_a_promoted_versi
     model = f"it_fraud_{uuid.uuid4().hex[:8]}"
     repo = stack.settings.model_repo
     versions = {"1": train(seed=1, c=1.0), "2": train(seed=1, c=0.001)}
+    # Each version decides with its own threshold, carried by its promotion: the job starts
+    # with the newest's (2) but scores with the promoted 1 first.
+    thresholds = {"1": 0.6, "2": 0.3}
     try:
         for version, estimator in versions.items():
             model_repo.publish_sklearn_model(
-                estimator, repo, model, version, feature_names=FEATURES
-            )
+                estimator, repo, model, version, feature_names=FEATURES,
+                threshold=thresholds[version],
+            )  # fmt: skip
         load_on_server(stack.settings.model_url, model, list(versions))
         promoted = run_rtml(env, "models", "promote", model, "1")
         assert promoted.returncode == 0, promoted.stderr
@@ -181,7 +183,7 @@ def test_predictions_are_exactly_once_like_the_model_and_follow_a_promoted_versi
                     assert got["path"] == "primary", where
                     assert got["model_version"] == f"{model}/{version}", where
                     assert math.isclose(got["score"], score, rel_tol=1e-9, abs_tol=1e-12), where
-                    assert got["decision"] == (got["score"] >= 0.5), where
+                    assert got["decision"] == (got["score"] >= thresholds[version]), where
                     assert got["entity"] == event["card_id"], where
                     assert got["feature_snapshot_id"] == f"{name}/v2/{event['event_id']}", where
                     assert got["error"] is None, where
@@ -294,16 +296,6 @@ def test_a_stalled_or_failing_server_gets_fallbacks_and_the_breaker_opens_and_cl
             assert restarts(rest, job_id) == 0
 
 
-def wait_for_checkpoint_after(rest: FlinkRest, job_id: str, after_ms: int) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        latest = (rest.checkpoints(job_id).get("latest") or {}).get("completed") or {}
-        if latest.get("latest_ack_timestamp", 0) > after_ms:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"no checkpoint of job {job_id} completed after {after_ms}")
-
-
 def test_killed_taskmanagers_lose_and_duplicate_no_prediction(
     stack: Stack, stack_env: dict[str, str], rest: FlinkRest, featureset: tuple, tmp_path: Path
 ) -> None:
@@ -331,13 +323,7 @@ def test_killed_taskmanagers_lose_and_duplicate_no_prediction(
                     generate.produce(
                         bootstrap, topic, as_records(parts[1 + 2 * kill], fraud.key_of)
                     )
-                    taskmanager = stack.owned("flink-taskmanager")
-                    assert taskmanager is not None
-                    os.kill(taskmanager.pid, signal.SIGKILL)
-                    killed_at = time.monotonic()
-                    while stack.owned("flink-taskmanager") is not None:  # the signal takes a while
-                        assert time.monotonic() - killed_at < 30, "the TaskManager outlived kill -9"
-                        time.sleep(0.1)
+                    killed_at = crash_taskmanager(stack)
                     # events keep arriving while the job is down; a new TaskManager starts
                     generate.produce(
                         bootstrap, topic, as_records(parts[2 + 2 * kill], fraud.key_of)

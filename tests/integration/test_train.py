@@ -57,11 +57,9 @@ def test_train_fraud_publishes_a_model_the_server_scores_like_the_artifact(
 
         # The server answers with the same scores as the artifact loaded here.
         primary = joblib.load(out / "primary" / "model.joblib")
-        published = repo / name / "1"
-        assert (
-            json.loads((published / "metadata.json").read_text())["feature_names"]
-            == (metas["primary"]["feature_names"])
-        )
+        published = json.loads((repo / name / "1" / "metadata.json").read_text())
+        assert published["feature_names"] == metas["primary"]["feature_names"]
+        assert published["threshold"] == metas["primary"]["threshold"]  # jobs decide with it
         rng = np.random.default_rng(0)
         width = len(metas["primary"]["feature_names"])
         rows = np.abs(rng.normal(loc=3.0, scale=4.0, size=(25, width))).round(3)

@@ -68,6 +68,21 @@ def test_publish_writes_versioned_folder(tmp_path: Path) -> None:
     assert not [p for p in (tmp_path / "fraud").iterdir() if p.name.startswith(".")]
 
 
+def test_publish_records_the_threshold_when_given(tmp_path: Path) -> None:
+    x = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.2], [0.1, 0.9]])
+    model = LogisticRegression().fit(x, [0, 1, 1, 0])
+    without = model_repo.publish_sklearn_model(model, tmp_path, "m", "1", feature_names=["a", "b"])
+    assert "threshold" not in _json(without / "metadata.json")
+    folder = model_repo.publish_sklearn_model(
+        model, tmp_path, "m", "2", feature_names=["a", "b"], threshold=0.25
+    )
+    assert _json(folder / "metadata.json")["threshold"] == 0.25
+    with pytest.raises(ValueError, match=r"within \[0, 1\]"):
+        model_repo.publish_sklearn_model(
+            model, tmp_path, "m", "3", feature_names=["a", "b"], threshold=1.5
+        )
+
+
 def test_publish_two_versions_side_by_side_and_refuses_to_overwrite(tmp_path: Path) -> None:
     model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
     model_repo.publish_sklearn_model(model, tmp_path, "m", "1", feature_names=["x"])

@@ -4,6 +4,7 @@ UDF itself (open/eval/close with a stand-in metric group) against a stub V2 serv
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,12 +17,14 @@ from sklearn.linear_model import LogisticRegression
 
 from rtml import model_repo
 from rtml.scoring import Prediction, ScorePath, ScorerMetrics, ScoringSettings
-from rtml.scoring.model_versions import CurrentVersions
+from rtml.scoring.model_versions import CurrentVersions, Promotion, encode_promotion
 from rtml.testing.v2_stub_server import StubV2Server, stub_scores
 from udfs.scoring import (
     COUNTERS,
     RESULT_FIELDS,
     ScoreFeatures,
+    VersionChoice,
+    choose_version,
     counter_increments,
     percentile_ms,
     prediction_columns,
@@ -74,6 +77,41 @@ def test_the_promoted_version_wins_over_the_configured_one(
     promoted: str | None, configured: str | None, wanted: str | None
 ) -> None:
     assert wanted_version(promoted, configured) == wanted
+
+
+@pytest.mark.parametrize(
+    ("promotion", "follow_threshold", "expected"),
+    [
+        (None, True, VersionChoice("2", 0.4)),  # the configured version, the start threshold
+        (Promotion("3"), True, VersionChoice("3", 0.4)),  # no threshold in the promotion
+        (Promotion("3", FEATURES, 0.9), True, VersionChoice("3", 0.9)),
+        (Promotion("3", FEATURES, 0.9), False, VersionChoice("3", 0.4)),  # pinned by the job
+    ],
+)
+def test_a_promotion_brings_its_threshold_unless_the_job_pinned_one(
+    promotion: Promotion | None, follow_threshold: bool, expected: VersionChoice
+) -> None:
+    settings = ScoringSettings("m", FEATURES, model_version="2", threshold=0.4)
+    choice = choose_version(promotion, settings, 0.4, follow_threshold=follow_threshold)
+    assert choice == expected
+
+
+@pytest.mark.parametrize(
+    ("names", "reason"),
+    [
+        (("f0", "f1"), r"it lacks \['f2'\], has \[\] besides"),
+        (("f0", "f1", "f2", "f3"), r"it lacks \[\], has \['f3'\] besides"),
+        (("f2", "f1", "f0"), "the same columns in another order"),
+    ],
+)
+def test_a_promotion_that_takes_other_features_is_refused_with_the_difference(
+    names: tuple[str, ...], reason: str
+) -> None:
+    settings = ScoringSettings("m", FEATURES, model_version="2")
+    choice = choose_version(Promotion("3", names, 0.9), settings, 0.5, follow_threshold=True)
+    assert choice.refusal is not None
+    assert "model m version 3 takes other features than this job sends" in choice.refusal
+    assert re.search(reason, choice.refusal), choice.refusal
 
 
 def test_one_arrow_batch_per_bundle_with_the_linger_as_bundle_time() -> None:
@@ -204,5 +242,49 @@ def test_a_promoted_version_takes_over_at_the_next_batch(stub: StubV2Server) -> 
         versions.apply(b"other", b'{"version": "9"}')  # another model's promotion changes nothing
         versions.apply(b"m", None)  # withdrawn: back to the configured version (the latest)
         assert set(function.eval(*_columns(5)[1])["path"]) == {"primary"}
+    finally:
+        function.close()
+
+
+def test_a_promotion_decides_with_its_threshold_and_one_with_other_features_is_refused(
+    stub: StubV2Server,
+) -> None:
+    stub.reset()
+    settings = ScoringSettings("m", FEATURES, base_url=stub.url, retries=0, threshold=0.5)
+    function = ScoreFeatures(settings)
+    context = _Context()
+    function.open(context)  # type: ignore[arg-type]
+    versions = CurrentVersions()
+    function._follower = SimpleNamespace(versions=versions, stop=lambda: None)  # type: ignore[assignment]
+
+    def promote(names: tuple[str, ...], threshold: float) -> pd.DataFrame:
+        versions.apply(*encode_promotion("m", "1", names, threshold))
+        return function.eval(*_columns(20)[1])
+
+    try:
+        everything = promote(FEATURES, 0.0)
+        assert set(everything["path"]) == {"primary"}
+        assert everything["decision"].all()  # every score >= 0
+        nothing = promote(FEATURES, 1.0)
+        assert (nothing["score"] < 1.0).all() and not nothing["decision"].any()
+        refused = promote(("f0", "f1"), 0.0)  # would flag everything again: not followed
+        assert set(refused["path"]) == {"primary"}
+        assert not refused["decision"].any()  # still version 1 at threshold 1.0
+        function.eval(*_columns(5)[1])  # the same refused promotion: refused once, not per batch
+        assert context.group.metrics["promotions_refused"].count == 1
+    finally:
+        function.close()
+
+
+def test_a_job_with_an_explicit_threshold_keeps_it_across_promotions(stub: StubV2Server) -> None:
+    stub.reset()
+    settings = ScoringSettings("m", FEATURES, base_url=stub.url, retries=0, threshold=0.0)
+    function = ScoreFeatures(settings, follow_threshold=False)
+    function.open(_Context())  # type: ignore[arg-type]
+    versions = CurrentVersions()
+    function._follower = SimpleNamespace(versions=versions, stop=lambda: None)  # type: ignore[assignment]
+    try:
+        versions.apply(*encode_promotion("m", "1", FEATURES, 1.0))
+        assert function.eval(*_columns(20)[1])["decision"].all()  # the job's 0.0, not 1.0
     finally:
         function.close()

@@ -7,14 +7,46 @@ import os
 
 import pytest
 
-from rtml.scoring.model_versions import CurrentVersions, decode_record, encode_promotion
+from rtml.scoring.model_versions import (
+    CurrentVersions,
+    Promotion,
+    decode_record,
+    encode_promotion,
+)
 
 
 def test_a_promotion_round_trips() -> None:
     key, value = encode_promotion("fraud", "12")
     assert key == b"fraud"
     assert json.loads(value) == {"version": "12"}
-    assert decode_record(key, value) == ("fraud", "12")
+    assert decode_record(key, value) == ("fraud", Promotion("12"))
+
+
+def test_a_promotion_carries_the_versions_features_and_threshold() -> None:
+    key, value = encode_promotion("fraud", "3", ["amount", "tx_count_1m"], 0.25)
+    assert json.loads(value) == {
+        "version": "3", "feature_names": ["amount", "tx_count_1m"], "threshold": 0.25,
+    }  # fmt: skip
+    assert decode_record(key, value) == ("fraud", Promotion("3", ("amount", "tx_count_1m"), 0.25))
+    versions = CurrentVersions()
+    versions.apply(key, value)
+    assert versions.get("fraud") == "3"
+    assert versions.promotion("fraud") == Promotion("3", ("amount", "tx_count_1m"), 0.25)
+
+
+@pytest.mark.parametrize(
+    ("names", "threshold", "reason"),
+    [([], None, "feature_names must be"), (["a", 1], None, "feature_names must be"),
+     (None, 1.5, r"within \[0, 1\]"), (None, True, "must be a number")],
+)  # fmt: skip
+def test_bad_features_or_thresholds_are_refused_both_ways(
+    names: list | None, threshold: object, reason: str
+) -> None:
+    with pytest.raises(ValueError, match=reason):
+        encode_promotion("fraud", "3", names, threshold)  # type: ignore[arg-type]
+    payload = {"version": "3", "feature_names": names, "threshold": threshold}
+    with pytest.raises(ValueError, match=reason):
+        decode_record(b"fraud", json.dumps(payload).encode())
 
 
 @pytest.mark.parametrize(
@@ -46,7 +78,7 @@ def test_malformed_records_are_errors(key: bytes | None, value: bytes, reason: s
 
 
 def test_an_integer_version_is_taken_as_its_text() -> None:
-    assert decode_record(b"fraud", b'{"version": 3}') == ("fraud", "3")
+    assert decode_record(b"fraud", b'{"version": 3}') == ("fraud", Promotion("3"))
 
 
 def test_the_newest_record_per_model_wins_and_a_tombstone_withdraws_it() -> None:

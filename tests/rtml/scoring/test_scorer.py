@@ -303,6 +303,30 @@ def test_fallback_predictions_equal_calling_the_model_directly(
     assert [p.decision for p in predictions] == (expected >= 0.5).tolist()
 
 
+def test_the_fallback_model_decides_with_its_own_threshold(
+    stub: StubV2Server, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(300, 3))
+    model = LogisticRegression().fit(x, x @ [1.0, -1.0, 0.5] > 0)
+    folder = model_repo.publish_sklearn_model(
+        model, tmp_path, "strict", "1", feature_names=list(FEATURES), threshold=0.9
+    )
+    rows = _rows(200, seed=5)
+    expected = model.predict_proba(rows)[:, 1]
+    assert ((expected >= 0.5) != (expected >= 0.9)).any()  # the two thresholds differ here
+    stub.set_behaviour(mode="error", status=400)
+    with Scorer(_settings(stub, threshold=0.5), fallback_model=folder) as scorer:
+        fallen_back = scorer.score(rows)
+    assert {p.path for p in fallen_back} == {ScorePath.FALLBACK_MODEL}
+    assert [p.decision for p in fallen_back] == (expected >= 0.9).tolist()
+    stub.reset()
+    with Scorer(_settings(stub, threshold=0.5), fallback_model=folder) as scorer:
+        primary = scorer.score(rows)
+    assert {p.path for p in primary} == {ScorePath.PRIMARY}
+    assert [p.decision for p in primary] == [p.score >= 0.5 for p in primary]  # the primary's
+
+
 def test_close_closes_every_connection_also_those_in_flight(stub: StubV2Server) -> None:
     stub.set_behaviour(mode="sleep", sleep_ms=30)
     settings = _settings(stub, sub_batch_size=10, max_in_flight=4, deadline_ms=5000)
