@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from ephemeral import ephemeral_stack_settings, settings_env
+from ephemeral import CHECKPOINT_INTERVAL_S, ephemeral_stack_settings, settings_env
 
 from rtml import flinkconf
 from rtml.flinkrest import FlinkRest
@@ -16,8 +16,8 @@ from rtml.stack import Stack
 # tests read with read_committed (committed by each checkpoint) shows up sooner. Exactly-once,
 # recovery and savepoints work the same at any interval.
 TEST_STACK_CONF = {
-    "execution.checkpointing.interval": "1s",
-    "execution.checkpointing.min-pause": "500ms",
+    "execution.checkpointing.interval": f"{CHECKPOINT_INTERVAL_S * 1000:.0f}ms",
+    "execution.checkpointing.min-pause": f"{CHECKPOINT_INTERVAL_S * 500:.0f}ms",
 }
 
 

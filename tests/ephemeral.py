@@ -21,6 +21,8 @@ from rtml.settings import PROJECT_ROOT, ephemeral_stack_settings, settings_env
 from rtml.stack import Stack
 
 __all__ = [
+    "CHECKPOINT_INTERVAL_S",
+    "SETTLE_S",
     "crash_taskmanager",
     "ephemeral_stack_settings",
     "private_featureset",
@@ -29,6 +31,14 @@ __all__ = [
     "settings_env",
     "wait_for_checkpoint_after",
 ]
+
+# The session stack's checkpoint interval (TEST_STACK_CONF in conftest.py; the shipped profile
+# has 5 s): what tests read with read_committed is committed by the next checkpoint, and so would
+# a duplicate be.
+CHECKPOINT_INTERVAL_S = 1.0
+# How long tests keep reading after the expected records arrived, for duplicates that must not
+# come: three checkpoints.
+SETTLE_S = 3 * CHECKPOINT_INTERVAL_S
 
 
 def run_rtml(

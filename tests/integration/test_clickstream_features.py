@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 import yaml
-from ephemeral import run_rtml
+from ephemeral import SETTLE_S, run_rtml
 
 from rtml import generate, kafka_admin
 from rtml.flinkrest import FlinkRest
@@ -334,7 +334,7 @@ def check_job(
     wanted = len(expected) + marker_rows
     records = read_committed(
         bootstrap, features_topic,
-        until=lambda rs, n=wanted: len(rs) >= n, timeout_s=240, settle_s=5,
+        until=lambda rs, n=wanted: len(rs) >= n, timeout_s=240, settle_s=SETTLE_S,
     )  # fmt: skip
     rows = [json.loads(r.value) for r in records]
     assert all(r.key.decode() == row[entity] for r, row in zip(records, rows, strict=True))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from ephemeral import private_featureset, running_job
+from ephemeral import SETTLE_S, private_featureset, running_job
 
 from rtml import generate
 from rtml.flinkrest import FlinkRest
@@ -121,7 +121,7 @@ def feature_rows(bootstrap: str, topic: str, count: int) -> list[dict]:
     """The committed feature rows, read until `count` arrived (and a while more, so duplicates
     would be seen too)."""
     records = read_committed(
-        bootstrap, topic, until=lambda rs: len(rs) >= count, timeout_s=180, settle_s=5
+        bootstrap, topic, until=lambda rs: len(rs) >= count, timeout_s=180, settle_s=SETTLE_S
     )
     return [json.loads(r.value) for r in records]
 
@@ -220,7 +220,8 @@ def test_fraud_card_features_in_kafka_and_redis_equal_a_direct_computation(
             }  # fmt: skip
             with running_job(replay_env, rest, "features", name):
                 feature_rows(bootstrap, definition["features_topic"], 2 * len(events))
-                time.sleep(6)  # the replay's last Redis batch is acknowledged before its checkpoint
+                # the replay's last Redis batch is acknowledged before its next checkpoint
+                time.sleep(SETTLE_S)
                 assert redis_snapshot(client, name) == before
     finally:
         stack.up(["redis"])  # whatever happened, leave Redis running for the tests after this

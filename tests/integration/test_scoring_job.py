@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from ephemeral import crash_taskmanager, run_rtml, running_job, wait_for_checkpoint_after
+from ephemeral import SETTLE_S, crash_taskmanager, run_rtml, running_job, wait_for_checkpoint_after
 from integration.test_features_job import expected_card_features
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
@@ -330,7 +330,7 @@ def test_killed_taskmanagers_lose_and_duplicate_no_prediction(
                     )
                     sent += 600
                     assert stack.up(["flink-taskmanager"]) == ["flink-taskmanager"]
-                    rows = predictions(bootstrap, out, sent, settle_s=8)
+                    rows = predictions(bootstrap, out, sent, settle_s=SETTLE_S)
                     recovered_s = time.monotonic() - killed_at
                     by_event(rows, events[:sent])  # none lost, none twice (read_committed)
                     assert {row["path"] for row in rows} == {"primary"}

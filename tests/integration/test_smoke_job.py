@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from ephemeral import crash_taskmanager, run_rtml, wait_for_checkpoint_after
+from ephemeral import SETTLE_S, crash_taskmanager, run_rtml, wait_for_checkpoint_after
 
 from rtml import generate
 from rtml.flinkrest import FlinkRest
@@ -114,7 +114,7 @@ def test_counts_are_exact_and_bad_records_become_dead_letters(
         expected = expected_rows(events, flush_ts - 2_000)
         assert sum(expected.values()) == 15  # 5 keys x 3 windows: the test itself is sound
 
-        windows = committed_windows(bootstrap, env, expected, timeout_s=120, settle_s=8)
+        windows = committed_windows(bootstrap, env, expected, timeout_s=120, settle_s=SETTLE_S)
         assert windows == expected
         assert sum(count for _, _, count in windows) == len(events)
 
@@ -180,7 +180,7 @@ def test_killed_taskmanager_loses_and_duplicates_no_window(
         expected = expected_rows(events, flush_ts - 2_000)
         # The first markers (one per partition) have their own window [START+30 s, START+40 s).
         expected[("_watermark", START_MS + 30_000, PARTITIONS)] += 1
-        windows = committed_windows(bootstrap, env, expected, timeout_s=240, settle_s=10)
+        windows = committed_windows(bootstrap, env, expected, timeout_s=240, settle_s=SETTLE_S)
         recovered_s = time.monotonic() - killed_at
         assert windows == expected, f"after {recovered_s:.0f} s"
         assert rest.job(job_id)["state"] == "RUNNING"
@@ -223,7 +223,7 @@ def test_stop_with_savepoint_and_resubmit_keeps_window_state(
         flush(bootstrap, topic, flush_ts)
 
         expected = expected_rows(events, flush_ts - 2_000)
-        windows = committed_windows(bootstrap, env, expected, timeout_s=120, settle_s=8)
+        windows = committed_windows(bootstrap, env, expected, timeout_s=120, settle_s=SETTLE_S)
         assert windows == expected
     finally:
         for job in (job_id, resumed_id):
@@ -254,7 +254,7 @@ def test_runs_on_the_embedded_minicluster(
         flush_ts = START_MS + 60_000
         flush(bootstrap, topic, flush_ts)
         expected = expected_rows(events, flush_ts - 2_000)
-        windows = committed_windows(bootstrap, env, expected, timeout_s=180, settle_s=5)
+        windows = committed_windows(bootstrap, env, expected, timeout_s=180, settle_s=SETTLE_S)
         assert job.poll() is None, log.read_text()[-3000:]
         assert windows == expected
     finally:
