@@ -13,9 +13,10 @@ fraud_card per variant) and turns transactions into predictions on a Kafka topic
     at-least-once;
 (b) stock: the same feature query, then PyFlink's `AsyncDataStream.unordered_wait` with an
     `AsyncFunction` making one V2 request per record (capacity 1000), exactly-once Kafka sink;
-(c) loop: a hand-written Python loop in a process of its own (kafka-python consumer -> the same
-    features in dicts, per card -> one V2 request per poll -> producer, offsets committed after
-    each flush: at-least-once by nature).
+(c) loop: a hand-written Python loop in a process of its own (kafka-python consumer -> every
+    fraud_card feature in dicts, per card, as the Flink job computes them -> the model's five in
+    one V2 request per poll -> producer, offsets committed after each flush: at-least-once by
+    nature, state in memory only).
 
 Each variant, in turn (one job at a time on the 2 cores, parallelism 1):
 
@@ -162,23 +163,68 @@ def stock_job(model: str) -> None:
 # -- (c) the hand-written loop -------------------------------------------------------------------
 
 
+CARD_WINDOWS_MS = {"1m": 60_000, "5m": 300_000, "1h": 3_600_000, "24h": 86_400_000}
+
+
 class CardWindows:
-    """FEATURES of a card's transactions as of each one (the event included), in arrival order."""
+    """Every fraud_card feature (sql/features/fraud_card.sql) of a card's transactions as of each
+    one (the event included), in arrival order, as one would write it by hand: the card's last 24 h
+    in a list, each window found by bisection and aggregated in full per event. The loop computes
+    what the Flink job computes, not only the model's FEATURES, so the two do the same work."""
 
     def __init__(self) -> None:
-        self.history: dict[str, list[tuple[int, float, str]]] = collections.defaultdict(list)
+        self.history: dict[str, list[dict]] = collections.defaultdict(list)
+
+    def all_features(self, event: dict) -> dict[str, object]:
+        history = self.history[event["card_id"]]
+        history.append(event)
+        times = [e["ts"] for e in history]
+        now = event["ts"]
+        del history[: bisect.bisect_left(times, now - CARD_WINDOWS_MS["24h"])]
+        times = [e["ts"] for e in history]
+        window = {
+            name: history[bisect.bisect_left(times, now - length) :]
+            for name, length in CARD_WINDOWS_MS.items()
+        }
+        amounts = {name: [float(e["amount"]) for e in rows] for name, rows in window.items()}
+        mean_24h = statistics.fmean(amounts["24h"])
+
+        def distinct(name: str, field: str) -> int:
+            return len({e.get(field) for e in window[name] if e.get(field) is not None})
+
+        def new_in_24h(field: str) -> bool | None:
+            mine = event.get(field)
+            if mine is None:
+                return None
+            return sum(1 for e in window["24h"] if e.get(field) == mine) == 1
+
+        return {
+            "amount": float(event["amount"]),
+            **{f"tx_count_{name}": len(rows) for name, rows in window.items()},
+            "amount_sum_5m": sum(amounts["5m"]),
+            "amount_sum_24h": sum(amounts["24h"]),
+            "amount_avg_24h": mean_24h,
+            "amount_min_5m": min(amounts["5m"]),
+            "amount_max_24h": max(amounts["24h"]),
+            "amount_std_24h": statistics.pstdev(amounts["24h"]),
+            "amount_vs_avg_24h": float(event["amount"]) / mean_24h if mean_24h else None,
+            "merchants_1m": distinct("1m", "merchant_id"),
+            "merchants_5m": distinct("5m", "merchant_id"),
+            "merchants_1h": distinct("1h", "merchant_id"),
+            "countries_1h": distinct("1h", "country"),
+            "countries_24h": distinct("24h", "country"),
+            "ips_1h": distinct("1h", "ip"),
+            "ips_24h": distinct("24h", "ip"),
+            "devices_24h": distinct("24h", "device_id"),
+            "country_new_24h": new_in_24h("country"),
+            "ip_new_24h": new_in_24h("ip"),
+            "device_new_24h": new_in_24h("device_id"),
+        }
 
     def features(self, event: dict) -> list[float]:
-        history = self.history[event["card_id"]]
-        history.append((int(event["ts"]), float(event["amount"]), event["merchant_id"]))
-        times = [h[0] for h in history]
-        last_1m = history[bisect.bisect_left(times, event["ts"] - 60_000) :]
-        last_5m = history[bisect.bisect_left(times, event["ts"] - 300_000) :]
-        del history[: bisect.bisect_left(times, event["ts"] - 300_000)]  # keep 5 min
-        return [
-            float(event["amount"]), float(len(last_1m)), float(len(last_5m)),
-            sum(h[1] for h in last_5m), float(len({h[2] for h in last_5m})),
-        ]  # fmt: skip
+        """The model's FEATURES, in order, out of all of them."""
+        computed = self.all_features(event)
+        return [float(computed[name]) for name in FEATURES]  # type: ignore[arg-type]
 
 
 def hand_written_loop(
