@@ -76,10 +76,8 @@ def model_spec(repo: Path, model: str, version: str | None = None) -> ModelSpec:
     names = metadata.get("feature_names")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ValueError(f"{path}: feature_names must be a non-empty list of column names")
-    threshold = metadata.get("threshold")
-    return ModelSpec(
-        model, version, tuple(names), float(threshold) if threshold is not None else None
-    )
+    threshold = model_repo.check_threshold(metadata.get("threshold"), str(path))
+    return ModelSpec(model, version, tuple(names), threshold)
 
 
 def predictions_topic(settings: ScoringJobSettings, model: str) -> str:

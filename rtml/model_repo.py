@@ -169,9 +169,7 @@ def publish_sklearn_model(
         "created_at": (created_at or datetime.now(UTC)).isoformat(),
     }
     if threshold is not None:
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be within [0, 1], not {threshold}")
-        metadata["threshold"] = float(threshold)
+        metadata["threshold"] = check_threshold(threshold, f"model {name} version {version}")
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=target.parent))
     try:
@@ -258,6 +256,18 @@ def mlserver_env(
     env = {**MODEL_THREADS, **{k: v for k, v in base.items() if not k.startswith(_ENV_PREFIX)}}
     env.update(ours)
     return env
+
+
+def check_threshold(value: object, where: str) -> float | None:
+    """A decision threshold as metadata, promotions and settings hold it: None (none given) or a
+    number within [0, 1]; ValueError naming `where` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: threshold must be a number, not {value!r}")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{where}: threshold must be within [0, 1], not {value}")
+    return float(value)
 
 
 def _check_segment(kind: str, value: str) -> None:

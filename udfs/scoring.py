@@ -87,12 +87,6 @@ def percentile_ms(samples: Sequence[float], q: float) -> int:
     return int(round(float(np.percentile(np.asarray(samples), q))))
 
 
-def wanted_version(promoted: str | None, configured: str | None) -> str | None:
-    """The version to ask the server for: the promoted one, else the configured one, else None
-    (the server's latest)."""
-    return promoted or configured or None
-
-
 @dataclass(frozen=True)
 class VersionChoice:
     """What to score with: a version (None: the server's latest) and threshold; or, when the
@@ -104,21 +98,18 @@ class VersionChoice:
 
 
 def choose_version(
-    promotion: Promotion | None,
-    settings: ScoringSettings,
-    start_threshold: float,
-    *,
-    follow_threshold: bool,
+    promotion: Promotion | None, settings: ScoringSettings, *, follow_threshold: bool
 ) -> VersionChoice:
     """The version and threshold for the next batch (pure).
 
-    A promotion whose metadata names other input columns than the job's is refused: the job
-    would send it the wrong features. Its threshold is taken unless the job's was set explicitly
-    (`follow_threshold` False); without a promotion the job's configured version and start
-    threshold apply.
+    The promoted version wins over the job's configured one (`settings.model_version`; empty:
+    the server's latest). A promotion whose metadata names other input columns than the job's is
+    refused: the job would send it the wrong features. Its threshold is taken unless the job's
+    (`settings.threshold`) was set explicitly (`follow_threshold` False).
     """
+    configured = VersionChoice(settings.model_version or None, settings.threshold)
     if promotion is None or not promotion.version:
-        return VersionChoice(wanted_version(None, settings.model_version), start_threshold)
+        return configured
     if promotion.feature_names is not None and promotion.feature_names != tuple(
         settings.feature_names
     ):
@@ -128,13 +119,13 @@ def choose_version(
             if theirs != ours
             else "the same columns in another order"
         )
-        return VersionChoice(
-            wanted_version(None, settings.model_version), start_threshold,
+        return dataclasses.replace(
+            configured,
             refusal=f"model {settings.model_name} version {promotion.version} takes other "
             f"features than this job sends ({difference}): not switching; restart the job "
             "for a model with other inputs",
         )  # fmt: skip
-    threshold = start_threshold
+    threshold = settings.threshold
     if follow_threshold and promotion.threshold is not None:
         threshold = promotion.threshold
     return VersionChoice(promotion.version, threshold)
@@ -226,10 +217,7 @@ class ScoreFeatures(ScalarFunction):
         if current is not None and promotion == self._promotion:
             return current
         self._promotion = promotion
-        choice = choose_version(
-            promotion, self.settings, self.settings.threshold,
-            follow_threshold=self.follow_threshold,
-        )  # fmt: skip
+        choice = choose_version(promotion, self.settings, follow_threshold=self.follow_threshold)
         if choice.refusal is None:
             return choice
         log.error("%s", choice.refusal)

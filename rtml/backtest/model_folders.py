@@ -54,11 +54,12 @@ def read_metadata(folder: Path) -> tuple[tuple[str, ...], float | None, str]:
     names = metadata.get("feature_names") if isinstance(metadata, dict) else None
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ModelFolderError(f"{path}: feature_names must be a non-empty list of column names")
-    threshold = metadata.get("threshold")
-    if threshold is not None and not (isinstance(threshold, int | float) and 0 <= threshold <= 1):
-        raise ModelFolderError(f"{path}: threshold must be a number within [0, 1]")
+    try:
+        threshold = model_repo.check_threshold(metadata.get("threshold"), str(path))
+    except ValueError as error:
+        raise ModelFolderError(str(error)) from None
     version = f"{metadata.get('name', folder.name)}/{metadata.get('version', '?')}"
-    return tuple(names), (float(threshold) if threshold is not None else None), version
+    return tuple(names), threshold, version
 
 
 def load_folder(

@@ -97,20 +97,10 @@ class FallbackModel:
         if not isinstance(names, list) or not names:
             raise ValueError(f"{folder / model_repo.METADATA_FILENAME} lists no feature_names")
         version = f"{metadata.get('name', folder.parent.name)}/{metadata.get('version', '?')}"
-        threshold = metadata.get("threshold")
-        if threshold is not None and (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, int | float)
-            or not 0.0 <= threshold <= 1.0
-        ):
-            raise ValueError(
-                f"{folder / model_repo.METADATA_FILENAME}: threshold must be a number within "
-                f"[0, 1], not {threshold!r}"
-            )
-        return cls(
-            estimator, names, version, score_column, folder,
-            threshold=None if threshold is None else float(threshold),
-        )  # fmt: skip
+        threshold = model_repo.check_threshold(
+            metadata.get("threshold"), str(folder / model_repo.METADATA_FILENAME)
+        )
+        return cls(estimator, names, version, score_column, folder, threshold=threshold)
 
     def columns(self, feature_names: Sequence[str]) -> list[int]:
         """Where this model's features are among `feature_names`; ValueError if some are not."""

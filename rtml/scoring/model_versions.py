@@ -23,6 +23,8 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from rtml.model_repo import check_threshold
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TOPIC = "rtml.models.current"
@@ -52,7 +54,7 @@ def encode_promotion(
     if feature_names is not None:
         payload["feature_names"] = _feature_names(list(feature_names), model)
     if threshold is not None:
-        payload["threshold"] = _threshold(threshold, model)
+        payload["threshold"] = check_threshold(threshold, model)
     return model.encode(), json.dumps(payload, separators=(",", ":")).encode()
 
 
@@ -77,7 +79,7 @@ def decode_record(key: bytes | None, value: bytes | None) -> tuple[str, Promotio
     return model, Promotion(
         version,
         None if names is None else _feature_names(names, model),
-        None if threshold is None else _threshold(threshold, model),
+        check_threshold(threshold, model),
     )
 
 
@@ -85,14 +87,6 @@ def _feature_names(names: object, model: str) -> tuple[str, ...]:
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ValueError(f"{model}: feature_names must be a non-empty list of column names")
     return tuple(names)
-
-
-def _threshold(threshold: object, model: str) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-        raise ValueError(f"{model}: threshold must be a number, not {threshold!r}")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"{model}: threshold must be within [0, 1], not {threshold}")
-    return float(threshold)
 
 
 class CurrentVersions:

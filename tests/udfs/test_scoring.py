@@ -29,7 +29,6 @@ from udfs.scoring import (
     percentile_ms,
     prediction_columns,
     python_worker_config,
-    wanted_version,
 )
 
 FEATURES = ("f0", "f1", "f2")
@@ -70,30 +69,25 @@ def test_percentiles_in_whole_ms() -> None:
 
 
 @pytest.mark.parametrize(
-    ("promoted", "configured", "wanted"),
-    [("3", "2", "3"), (None, "2", "2"), (None, None, None), ("", None, None)],
-)
-def test_the_promoted_version_wins_over_the_configured_one(
-    promoted: str | None, configured: str | None, wanted: str | None
-) -> None:
-    assert wanted_version(promoted, configured) == wanted
-
-
-@pytest.mark.parametrize(
     ("promotion", "follow_threshold", "expected"),
     [
-        (None, True, VersionChoice("2", 0.4)),  # the configured version, the start threshold
+        (None, True, VersionChoice("2", 0.4)),  # the configured version, the job's threshold
+        (Promotion(""), True, VersionChoice("2", 0.4)),
         (Promotion("3"), True, VersionChoice("3", 0.4)),  # no threshold in the promotion
         (Promotion("3", FEATURES, 0.9), True, VersionChoice("3", 0.9)),
         (Promotion("3", FEATURES, 0.9), False, VersionChoice("3", 0.4)),  # pinned by the job
     ],
 )
-def test_a_promotion_brings_its_threshold_unless_the_job_pinned_one(
+def test_the_promoted_version_wins_and_brings_its_threshold_unless_the_job_pinned_one(
     promotion: Promotion | None, follow_threshold: bool, expected: VersionChoice
 ) -> None:
     settings = ScoringSettings("m", FEATURES, model_version="2", threshold=0.4)
-    choice = choose_version(promotion, settings, 0.4, follow_threshold=follow_threshold)
-    assert choice == expected
+    assert choose_version(promotion, settings, follow_threshold=follow_threshold) == expected
+
+
+def test_without_a_configured_version_the_server_picks_its_latest() -> None:
+    settings = ScoringSettings("m", FEATURES)
+    assert choose_version(None, settings, follow_threshold=True) == VersionChoice(None, 0.5)
 
 
 @pytest.mark.parametrize(
@@ -108,7 +102,8 @@ def test_a_promotion_that_takes_other_features_is_refused_with_the_difference(
     names: tuple[str, ...], reason: str
 ) -> None:
     settings = ScoringSettings("m", FEATURES, model_version="2")
-    choice = choose_version(Promotion("3", names, 0.9), settings, 0.5, follow_threshold=True)
+    choice = choose_version(Promotion("3", names, 0.9), settings, follow_threshold=True)
+    assert (choice.version, choice.threshold) == ("2", 0.5)  # what the job had
     assert choice.refusal is not None
     assert "model m version 3 takes other features than this job sends" in choice.refusal
     assert re.search(reason, choice.refusal), choice.refusal
