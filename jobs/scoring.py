@@ -18,7 +18,6 @@ the version that scores follows the log-compacted models topic (`rtml models pro
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,18 +65,11 @@ def model_spec(repo: Path, model: str, version: str | None = None) -> ModelSpec:
                 f"no version of model {model!r} in {folder} (publish one, e.g. rtml train fraud)"
             )
         version = max(versions, key=_version_key)
-    path = folder / version / model_repo.METADATA_FILENAME
     try:
-        metadata = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"model {model!r} version {version!r}: {path} not found") from None
-    except ValueError as error:
-        raise ValueError(f"{path}: not JSON: {error}") from None
-    names = metadata.get("feature_names")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"{path}: feature_names must be a non-empty list of column names")
-    threshold = model_repo.check_threshold(metadata.get("threshold"), str(path))
-    return ModelSpec(model, version, tuple(names), threshold)
+        metadata = model_repo.read_metadata(folder / version)
+    except FileNotFoundError as missing:
+        raise FileNotFoundError(f"model {model!r} version {version!r}: {missing}") from None
+    return ModelSpec(model, version, metadata.feature_names, metadata.threshold)
 
 
 def predictions_topic(settings: ScoringJobSettings, model: str) -> str:

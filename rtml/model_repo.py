@@ -30,6 +30,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -256,6 +257,45 @@ def mlserver_env(
     env = {**MODEL_THREADS, **{k: v for k, v in base.items() if not k.startswith(_ENV_PREFIX)}}
     env.update(ours)
     return env
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What scoring needs from a model version's metadata.json."""
+
+    feature_names: tuple[str, ...]  # its input columns, in order
+    threshold: float | None  # decide "positive" at score >= threshold; None: not given
+    version: str  # "<name>/<version>" as the metadata says (the folder's names where it does not)
+
+
+def read_metadata(folder: Path) -> ModelMetadata:
+    """`folder/metadata.json`, checked. FileNotFoundError if missing; ValueError naming the file
+    if it is not JSON or its feature names or threshold are wrong."""
+    path = folder / METADATA_FILENAME
+    try:
+        metadata = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found") from None
+    except ValueError as error:
+        raise ValueError(f"{path}: not JSON: {error}") from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return ModelMetadata(
+        check_feature_names(metadata.get("feature_names"), str(path)),
+        check_threshold(metadata.get("threshold"), str(path)),
+        f"{metadata.get('name', folder.parent.name)}/{metadata.get('version', folder.name)}",
+    )
+
+
+def check_feature_names(names: object, where: str) -> tuple[str, ...]:
+    """Input column names as metadata and promotions hold them: a non-empty list of strings."""
+    if (
+        not isinstance(names, list | tuple)
+        or not names
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise ValueError(f"{where}: feature_names must be a non-empty list of column names")
+    return tuple(names)
 
 
 def check_threshold(value: object, where: str) -> float | None:

@@ -8,7 +8,6 @@ when there is one, is the scorer's local fallback model, as in the live job.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,18 +47,10 @@ def read_metadata(folder: Path) -> tuple[tuple[str, ...], float | None, str]:
     if not (folder / model_repo.MODEL_FILENAME).is_file():
         raise ModelFolderError(f"{folder}: no {model_repo.MODEL_FILENAME} beside its metadata")
     try:
-        metadata = json.loads(path.read_text("utf-8"))
-    except ValueError as error:
-        raise ModelFolderError(f"{path}: not JSON: {error}") from None
-    names = metadata.get("feature_names") if isinstance(metadata, dict) else None
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise ModelFolderError(f"{path}: feature_names must be a non-empty list of column names")
-    try:
-        threshold = model_repo.check_threshold(metadata.get("threshold"), str(path))
+        metadata = model_repo.read_metadata(folder)
     except ValueError as error:
         raise ModelFolderError(str(error)) from None
-    version = f"{metadata.get('name', folder.name)}/{metadata.get('version', '?')}"
-    return tuple(names), threshold, version
+    return metadata.feature_names, metadata.threshold, metadata.version
 
 
 def load_folder(

@@ -12,7 +12,6 @@ fine", so an outage does not flag every event. Same features, same score, always
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,18 +88,14 @@ class FallbackModel:
 
         folder = Path(path)
         try:
-            metadata = json.loads((folder / model_repo.METADATA_FILENAME).read_text("utf-8"))
+            metadata = model_repo.read_metadata(folder)
             estimator = joblib.load(folder / model_repo.MODEL_FILENAME)
         except (OSError, ValueError) as error:
             raise ValueError(f"cannot load the fallback model from {folder}: {error}") from error
-        names = metadata.get("feature_names")
-        if not isinstance(names, list) or not names:
-            raise ValueError(f"{folder / model_repo.METADATA_FILENAME} lists no feature_names")
-        version = f"{metadata.get('name', folder.parent.name)}/{metadata.get('version', '?')}"
-        threshold = model_repo.check_threshold(
-            metadata.get("threshold"), str(folder / model_repo.METADATA_FILENAME)
-        )
-        return cls(estimator, names, version, score_column, folder, threshold=threshold)
+        return cls(
+            estimator, metadata.feature_names, metadata.version, score_column, folder,
+            threshold=metadata.threshold,
+        )  # fmt: skip
 
     def columns(self, feature_names: Sequence[str]) -> list[int]:
         """Where this model's features are among `feature_names`; ValueError if some are not."""

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rtml.model_repo import check_threshold
+from rtml.model_repo import check_feature_names, check_threshold
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def encode_promotion(
             raise ValueError(f"invalid {kind} {value!r}: use letters, digits, '.', '_', '-'")
     payload: dict[str, object] = {"version": version}
     if feature_names is not None:
-        payload["feature_names"] = _feature_names(list(feature_names), model)
+        payload["feature_names"] = list(check_feature_names(list(feature_names), model))
     if threshold is not None:
         payload["threshold"] = check_threshold(threshold, model)
     return model.encode(), json.dumps(payload, separators=(",", ":")).encode()
@@ -78,15 +78,9 @@ def decode_record(key: bytes | None, value: bytes | None) -> tuple[str, Promotio
     names, threshold = payload.get("feature_names"), payload.get("threshold")
     return model, Promotion(
         version,
-        None if names is None else _feature_names(names, model),
+        None if names is None else check_feature_names(names, model),
         check_threshold(threshold, model),
     )
-
-
-def _feature_names(names: object, model: str) -> tuple[str, ...]:
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"{model}: feature_names must be a non-empty list of column names")
-    return tuple(names)
 
 
 class CurrentVersions:

@@ -157,3 +157,28 @@ def test_mlserver_command_and_env(tmp_path: Path) -> None:
     assert env["OMP_NUM_THREADS"] == "1" and env["OPENBLAS_NUM_THREADS"] == "1"
     # a user's own thread settings win
     assert model_repo.mlserver_env(1, 2, 3, base={"OMP_NUM_THREADS": "4"})["OMP_NUM_THREADS"] == "4"
+
+
+def test_read_metadata_gives_features_threshold_and_version_or_names_the_file(
+    tmp_path: Path,
+) -> None:
+    x = np.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.2], [0.1, 0.9]])
+    model = LogisticRegression().fit(x, [0, 1, 1, 0])
+    folder = model_repo.publish_sklearn_model(
+        model, tmp_path, "fraud", "3", feature_names=["a", "b"], threshold=0.3
+    )
+    assert model_repo.read_metadata(folder) == model_repo.ModelMetadata(("a", "b"), 0.3, "fraud/3")
+
+    with pytest.raises(FileNotFoundError, match=r"metadata.json not found"):
+        model_repo.read_metadata(tmp_path / "nope")
+    path = folder / "metadata.json"
+    for content, message in [
+        ("{broken", "not JSON"),
+        ("[1]", "not a JSON object"),
+        ('{"feature_names": []}', "feature_names must be a non-empty list"),
+        ('{"feature_names": ["a"], "threshold": 2}', r"threshold must be within \[0, 1\]"),
+    ]:
+        path.write_text(content)
+        with pytest.raises(ValueError, match=message) as caught:
+            model_repo.read_metadata(folder)
+        assert str(caught.value).startswith(str(path))
