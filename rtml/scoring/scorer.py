@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 # (it only matters if that thread is starved: the attempts themselves end by the deadline).
 _LOOP_SLACK_S = 0.05
 _GRACE_S = 0.01
+# How long close() waits for the loop to cancel what is in flight and close the connections: a
+# loaded machine can keep the loop thread off the CPU for a second, and a loop stopped before
+# then leaves its sockets open.
+_CLOSE_TIMEOUT_S = 5.0
 _SAMPLES_KEPT = 10_000
 
 
@@ -256,12 +260,15 @@ class Scorer:
         # Not under the lock: the loop's tasks take it to count, and must finish to let go.
         if loop.is_running():
             try:
-                asyncio.run_coroutine_threadsafe(_shut_down(client), loop).result(timeout=1.0)
+                shutting_down = asyncio.run_coroutine_threadsafe(_shut_down(client), loop)
+                shutting_down.result(timeout=_CLOSE_TIMEOUT_S)
             except Exception:  # noqa: BLE001 - a stuck loop must not keep us from closing
-                log.warning("the scorer's event loop did not shut down within 1 s")
+                log.warning(
+                    "the scorer's event loop did not shut down within %.0f s", _CLOSE_TIMEOUT_S
+                )
         loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
-            thread.join(timeout=1.0)
+            thread.join(timeout=_CLOSE_TIMEOUT_S)
         if not loop.is_running():
             loop.close()
         with self._lock:
