@@ -279,6 +279,10 @@ class Stack:
             raise StackError(
                 f"{service.name} could not be prepared: {error} (log: {log})"
             ) from None
+        # A predecessor that died (kill -9, OOM) may have left its children running in its process
+        # group, e.g. a TaskManager's Python workers; its pid file is the only record of that
+        # group, and the new process's replaces it: stop what is left first.
+        self._stop(service)
         argv = service.argv()
         owned = processes.spawn(
             argv,

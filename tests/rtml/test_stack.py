@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from ephemeral import ephemeral_stack_settings, settings_env
 from rtml import processes
 from rtml.stack import (
     PYFLINK_HOME,
+    Service,
     Stack,
     StackError,
     find_java,
@@ -165,3 +169,33 @@ def test_the_flink_client_works_without_a_local_stack(tmp_path: Path) -> None:
     env = stack.flink_client_env()
     assert env["FLINK_CONF_DIR"] == str(stack.settings.runtime / "flink-conf")
     assert env["FLINK_LIB_DIR"] == str(stack.settings.runtime / "flink-lib")
+
+
+def test_a_restarted_service_first_stops_what_its_dead_predecessor_left(tmp_path: Path) -> None:
+    # Like a TaskManager killed with -9: the leader is gone, its child lives on in its group.
+    stack = Stack(ephemeral_stack_settings(tmp_path / "stack"))
+    stack.services = {
+        "fake": Service(
+            "fake", ports=(), needs_java=False,
+            argv=lambda: ["sh", "-c", "sleep 300 & wait"], ready=lambda owned: True,
+        )
+    }  # fmt: skip
+    try:
+        assert stack.up() == ["fake"]
+        first = stack.owned("fake")
+        assert first is not None
+        deadline = time.monotonic() + 10
+        while len(processes.group_members(first.pid)) < 2:  # sh and its sleep
+            assert time.monotonic() < deadline, "the child never started"
+            time.sleep(0.05)
+        (child,) = set(processes.group_members(first.pid)) - {first.pid}
+        os.kill(first.pid, signal.SIGKILL)
+        while stack.owned("fake") is not None:
+            assert time.monotonic() < deadline, "the leader outlived kill -9"
+            time.sleep(0.05)
+        assert processes.group_members(first.pid) == [child]  # the orphan, still running
+
+        assert stack.up() == ["fake"]
+        assert processes.group_members(first.pid) == []  # gone before the new one started
+    finally:
+        stack.down()
