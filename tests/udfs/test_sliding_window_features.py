@@ -98,6 +98,7 @@ def rows(
     table: str = "events_none",
     item_columns: str | None = ", ".join(ITEM_COLUMNS),
     select: str = FULL_ROW,
+    cache_entries: int | None = None,
 ) -> Iterator[tuple]:
     """The function's rows; columns named `json_...` are JSON_STRING(...)s, decoded here.
 
@@ -105,10 +106,11 @@ def rows(
     gives nullable BIGINTs as floats with NaN, turned back into ints and None.
     """
     items = "" if item_columns is None else f"item_columns => '{item_columns}',"
+    cache = "" if cache_entries is None else f"cache_entries => {cache_entries},"
     result = t_env.sql_query(f"""
         SELECT {select}
         FROM SLIDING_WINDOW_FEATURES(
-          input => TABLE {table} PARTITION BY k, value_column => 'amount', {items}
+          input => TABLE {table} PARTITION BY k, value_column => 'amount', {items} {cache}
           windows => '{windows}', on_time => DESCRIPTOR(event_time))""")
     schema = result.get_schema()
     names = schema.get_field_names()
@@ -136,15 +138,19 @@ def expected_items(window: list[Event], own: Event, column: int) -> tuple[int, i
 
 
 @pytest.mark.parametrize(
-    ("pause", "windows"),
+    ("pause", "windows", "cache_entries"),
     [
-        ("none", "1 s, 10 s, 1 min"),
-        ("shorter-windows-empty", "1 min, 1 s, 10 s"),  # the longest window first
-        ("all-windows-empty", "10 s, 1 min, 1 s"),
+        ("none", "1 s, 10 s, 1 min", None),
+        ("shorter-windows-empty", "1 min, 1 s, 10 s", None),  # the longest window first
+        ("all-windows-empty", "10 s, 1 min, 1 s", None),
+        # A key holds ~250 cache entries here: with room for about one key, each event finds
+        # its key dropped and reads state, and keys that start over drop what was cached.
+        ("all-windows-empty", "10 s, 1 min, 1 s", 300),
+        ("shorter-windows-empty", "1 min, 1 s, 10 s", 0),  # no cache: state alone
     ],
 )
 def test_every_window_of_every_event_equals_a_plain_python_computation(
-    t_env: StreamTableEnvironment, pause: str, windows: str
+    t_env: StreamTableEnvironment, pause: str, windows: str, cache_entries: int | None
 ) -> None:
     pause_ms = PAUSES_MS[pause]
     lengths = [WINDOWS[name.strip()] for name in windows.split(",")]
@@ -158,7 +164,8 @@ def test_every_window_of_every_event_equals_a_plain_python_computation(
     times = {key: [e.ts for e in events] for key, events in history.items()}
     seen = nulls = 0
     evicted_item_values = False
-    for row in rows(t_env, windows, f"events_{pause.replace('-', '_')}"):
+    table = f"events_{pause.replace('-', '_')}"
+    for row in rows(t_env, windows, table, cache_entries=cache_entries):
         seq = row[0]
         e = event(seq, pause_ms)
         seen += 1
@@ -267,4 +274,11 @@ def test_the_old_single_item_column_argument_is_refused(t_env: StreamTableEnviro
     expected = pytest.raises(Exception, match="item_column was replaced by item_columns")
     with expected as caught, result.collect() as results:
         list(results)
+    assert "SuppressRestartsException" in str(caught.value)
+
+
+def test_a_negative_cache_size_is_refused(t_env: StreamTableEnvironment) -> None:
+    refused = pytest.raises(Exception, match="cache_entries must be 0 .no cache. or more, not -1")
+    with refused as caught:
+        list(rows(t_env, "1 s", cache_entries=-1))
     assert "SuppressRestartsException" in str(caught.value)

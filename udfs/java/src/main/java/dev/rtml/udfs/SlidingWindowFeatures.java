@@ -1,6 +1,7 @@
 package dev.rtml.udfs;
 
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Locale;
 
@@ -33,6 +34,13 @@ import org.apache.flink.types.Row;
  * event included; item_counts[i] is NULL when this event's value of column i is NULL). Without
  * item_columns both are empty arrays. A row whose value is NULL gets NULL outputs and leaves the
  * state untouched.
+ *
+ * <p>State reads and writes go through memory: one call reads and writes each state entry at most
+ * once ({@link StateBuffer}), and the entries of the keys seen last stay in a write-through cache
+ * ({@link KeyCache}), so a key's next event reads its item counts, deque ends and recent log
+ * entries without RocksDB. The optional argument {@code cache_entries} bounds that cache (default
+ * {@link KeyCache#DEFAULT_MAX_ENTRIES}, about 100 MB of heap; 0 turns it off). State alone is the
+ * truth: a restored job starts with an empty cache and gives the same features.
  *
  * <p>Events of one key are aggregated in arrival order. An event older than the newest event seen
  * for its key is aggregated as of that newest event (its windows may already hold later events):
@@ -121,13 +129,15 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
     private transient boolean resolved;
     private transient int valueIndex;
     private transient int[] itemIndexes;
+    private transient int[] partitionIndexes;
+    private transient KeyCache.Keys cachedKeys;
 
     public void eval(
             Context ctx,
             @StateHint(name = "meta", ttl = STATE_TTL) Meta meta,
-            @StateHint(name = "log", ttl = STATE_TTL) MapView<Long, Entry> log,
-            @StateHint(name = "items", ttl = STATE_TTL) MapView<String, long[]> items,
-            @StateHint(name = "deques", ttl = STATE_TTL) MapView<Long, Slot> deques,
+            @StateHint(name = "log", ttl = STATE_TTL) MapView<Long, Entry> logState,
+            @StateHint(name = "items", ttl = STATE_TTL) MapView<String, long[]> itemsState,
+            @StateHint(name = "deques", ttl = STATE_TTL) MapView<Long, Slot> dequesState,
             @ArgumentHint(
                             name = "input",
                             value = {
@@ -142,7 +152,8 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
             // Replaced by item_columns. Declared only to refuse it: Flink 2.2 ignores named
             // arguments a function does not declare, so an old query would silently lose its
             // distinct counts.
-            @ArgumentHint(name = "item_column", isOptional = true) String oldItemColumn)
+            @ArgumentHint(name = "item_column", isOptional = true) String oldItemColumn,
+            @ArgumentHint(name = "cache_entries", isOptional = true) Integer cacheEntries)
             throws Exception {
         if (oldItemColumn != null) {
             throw withoutRestarts(
@@ -164,6 +175,19 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
             return;
         }
         long eventTime = ctx.timeContext(Long.class).time();
+        if (cachedKeys == null) {
+            cachedKeys = new KeyCache.Keys(cacheEntries(cacheEntries));
+        }
+        KeyCache cached = cachedKeys.of(partitionKey(input), System.currentTimeMillis());
+        StateBuffer<Long, Entry> log =
+                new StateBuffer<>(
+                        logState, cached.log, cachedKeys.limit(KeyCache.LOG_ENTRIES_PER_KEY + 1));
+        StateBuffer<String, long[]> items =
+                new StateBuffer<>(
+                        itemsState, cached.items, cachedKeys.limit(KeyCache.ENTRIES_PER_KEY));
+        StateBuffer<Long, Slot> deques =
+                new StateBuffer<>(
+                        dequesState, cached.deques, cachedKeys.limit(KeyCache.ENTRIES_PER_KEY));
         if (meta.heads == null || eventTime - meta.newest > windowLengths[longest]) {
             // New key, or every window has emptied since its last event: start over without
             // reading old entries (some may have expired by TTL).
@@ -208,6 +232,7 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
         entry.value = value;
         entry.items = eventItems;
         log.put(seq, entry);
+        cached.log.remove(seq - KeyCache.LOG_ENTRIES_PER_KEY); // only the recent ones stay cached
         for (int w = 0; w < n; w++) {
             if (meta.heads[w] == seq) { // the window was empty: this entry is its oldest
                 meta.headTimes[w] = now;
@@ -240,6 +265,10 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
             items.put(key, itemCounts);
             itemCountsOut[i] = out;
         }
+        log.flush();
+        items.flush();
+        deques.flush();
+        cachedKeys.update(cached);
 
         Long[] counts = new Long[n];
         Double[] sums = new Double[n];
@@ -286,9 +315,9 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
 
     private void evict(
             Meta meta,
-            MapView<Long, Entry> log,
-            MapView<String, long[]> items,
-            MapView<Long, Slot> deques,
+            StateBuffer<Long, Entry> log,
+            StateBuffer<String, long[]> items,
+            StateBuffer<Long, Slot> deques,
             int w,
             long oldestKept)
             throws Exception {
@@ -348,6 +377,33 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
         }
     }
 
+    /** The cache_entries argument: NULL for the default, 0 for no cache, never negative. */
+    static long cacheEntries(Integer argument) {
+        if (argument == null) {
+            return KeyCache.DEFAULT_MAX_ENTRIES;
+        }
+        if (argument < 0) {
+            throw withoutRestarts(
+                    new IllegalArgumentException(
+                            "SLIDING_WINDOW_FEATURES: cache_entries must be 0 (no cache) or more,"
+                                    + " not "
+                                    + argument));
+        }
+        return argument;
+    }
+
+    /** The input's PARTITION BY value(s), as the key of its {@link KeyCache}. */
+    private Object partitionKey(Row input) {
+        if (partitionIndexes.length == 1) {
+            return input.getField(partitionIndexes[0]);
+        }
+        Object[] values = new Object[partitionIndexes.length];
+        for (int i = 0; i < values.length; i++) {
+            values[i] = input.getField(partitionIndexes[i]);
+        }
+        return Arrays.asList(values);
+    }
+
     /** The `items` state key of a value of item column i: the column, then the value. */
     private static String itemKey(int column, String value) {
         return (char) ('0' + column) + value;
@@ -363,7 +419,7 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
     }
 
     private static void push(
-            Meta meta, MapView<Long, Slot> deques, int d, long seq, double value, boolean min)
+            Meta meta, StateBuffer<Long, Slot> deques, int d, long seq, double value, boolean min)
             throws Exception {
         // Pop the back while it can never be the window's min (max) again: this value is newer
         // and at least as small (large).
@@ -411,6 +467,7 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
         List<String> names =
                 org.apache.flink.table.types.DataType.getFieldNames(
                         ctx.tableSemanticsFor("input").dataType());
+        partitionIndexes = ctx.tableSemanticsFor("input").partitionByColumns();
         valueIndex = names.indexOf(valueColumn);
         if (valueIndex < 0) {
             throw withoutRestarts(

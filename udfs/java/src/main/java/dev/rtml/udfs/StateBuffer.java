@@ -1,0 +1,89 @@
+package dev.rtml.udfs;
+
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.Map;
+import java.util.Set;
+
+import org.apache.flink.table.api.dataview.MapView;
+
+/**
+ * A keyed {@link MapView} as one call of a function sees it: what the call reads and writes is held
+ * in memory until {@link #flush()}, so an entry read or written several times in one call costs at
+ * most one state read and one state write (RocksDB: a JNI call and a (de)serialization each).
+ *
+ * <p>Reads go to the call's own entries first, then to {@code cache} (what earlier calls for the
+ * same partition key left there, see {@link KeyCache}), and only then to the state. The flush writes
+ * every changed entry to the state and to the cache (a new entry only while the cache holds fewer
+ * than {@code cacheLimit}). State stays the truth: the cache only saves reading back what this
+ * function instance wrote or read, and a restored or rescaled job starts with new, empty caches.
+ *
+ * <p>Values handed out by {@link #get} may be changed in place and {@link #put} back.
+ */
+final class StateBuffer<K, V> {
+
+    private static final Object REMOVED = new Object();
+
+    private final MapView<K, V> state;
+    private final Map<K, V> cache;
+    private final int cacheLimit;
+    private final Map<K, Object> touched = new HashMap<>(); // read or written: value or REMOVED
+    private final Set<K> dirty = new HashSet<>(); // written
+
+    StateBuffer(MapView<K, V> state, Map<K, V> cache, int cacheLimit) {
+        this.state = state;
+        this.cache = cache;
+        this.cacheLimit = cacheLimit;
+    }
+
+    @SuppressWarnings("unchecked")
+    V get(K key) throws Exception {
+        Object held = touched.get(key);
+        if (held != null) {
+            return held == REMOVED ? null : (V) held;
+        }
+        V value = cache.get(key);
+        if (value == null) {
+            value = state.get(key);
+        }
+        touched.put(key, value == null ? REMOVED : value);
+        return value;
+    }
+
+    void put(K key, V value) {
+        touched.put(key, value);
+        dirty.add(key);
+    }
+
+    void remove(K key) {
+        touched.put(key, REMOVED);
+        dirty.add(key);
+    }
+
+    /** Empty the state, the cache and this call's entries. */
+    void clear() {
+        touched.clear();
+        dirty.clear();
+        cache.clear();
+        state.clear();
+    }
+
+    /** Write what was put or removed since the last flush, once each, to state and cache. */
+    @SuppressWarnings("unchecked")
+    void flush() throws Exception {
+        for (K key : dirty) {
+            Object value = touched.get(key);
+            if (value == REMOVED) {
+                state.remove(key);
+                cache.remove(key);
+            } else {
+                state.put(key, (V) value);
+                if (cache.size() < cacheLimit || cache.containsKey(key)) {
+                    cache.put(key, (V) value);
+                }
+            }
+        }
+        dirty.clear();
+        touched.clear();
+    }
+}
