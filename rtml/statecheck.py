@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rtml import versions
+
 if TYPE_CHECKING:  # PyFlink is imported where a plan is compiled: the CLI stays quick
     from pyflink.table import StreamTableEnvironment, Table
 
@@ -50,6 +52,9 @@ _CONNECTION_OPTIONS = re.compile(
     r"|sink\.transactional-id-prefix)$"
 )
 _NODE_VERSION = re.compile(r"_\d+$")
+_SLIDING_WINDOW_FEATURES = re.compile(
+    r"SLIDING_WINDOW_FEATURES|dev\.rtml\.udfs\.SlidingWindowFeatures"
+)
 
 
 class IncompatibleState(RuntimeError):
@@ -104,9 +109,17 @@ class Manifest:
 
 
 def _canonical(node: Mapping[str, Any]) -> Any:
-    """The node without what changes when nothing that matters does (ids, names, options)."""
+    """The node without what changes when nothing that matters does (ids, names, options).
+
+    A call of SLIDING_WINDOW_FEATURES also carries the function's state layout: its state means
+    something else after the layout changed, though the plan is the same.
+    """
     body = {k: v for k, v in node.items() if k not in ("id", "description")}
     body["type"] = _NODE_VERSION.sub("", str(body.get("type", "")))
+    if body["type"].endswith("process-table-function") and _SLIDING_WINDOW_FEATURES.search(
+        json.dumps(node)
+    ):
+        body["rtml.sliding-window-state-layout"] = versions.SLIDING_WINDOW_STATE_LAYOUT
     table = body.get("scanTableSource", {}).get("table", {}).get("resolvedTable")
     if table is not None:
         table = {**table, "options": {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rtml import featuresets, flinkjob, sqlfiles, statecheck
+from rtml import featuresets, flinkjob, sqlfiles, statecheck, versions
 from rtml.settings import FeatureJobSettings
 from rtml.statecheck import IncompatibleState, Manifest, OperatorState
 
@@ -87,6 +87,23 @@ def test_edits_of_the_state_or_upstream_are_refused_by_name(edited: dict) -> Non
     assert "/sp/1" in message
 
 
+def test_a_savepoint_of_an_older_sliding_window_state_layout_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(versions, "SLIDING_WINDOW_STATE_LAYOUT", 2)
+    saved = statecheck.manifest("fs", 1, BASE)
+    monkeypatch.setattr(versions, "SLIDING_WINDOW_STATE_LAYOUT", 3)
+    current = statecheck.manifest("fs", 1, BASE)
+    (change,) = statecheck.changes(saved, current)
+    assert change.operator == "SLIDING_WINDOW_FEATURES" and change.kind == "changed"
+    # other stateful operators do not depend on it
+    grouped = plan(source(), node(2, "group-aggregate"), node(5, "sink"))
+    monkeypatch.setattr(versions, "SLIDING_WINDOW_STATE_LAYOUT", 2)
+    saved = statecheck.manifest("fs", 1, grouped)
+    monkeypatch.setattr(versions, "SLIDING_WINDOW_STATE_LAYOUT", 3)
+    assert statecheck.changes(saved, statecheck.manifest("fs", 1, grouped)) == []
+
+
 def test_removed_state_is_refused_and_added_state_is_fine() -> None:
     saved = statecheck.manifest("fs", 1, BASE)
     without = statecheck.manifest("fs", 1, plan(source(), node(2, "calc"), node(5, "sink")))
@@ -143,7 +160,7 @@ def fraud_card_manifest(tmp_path: Path, name: str, edit) -> Manifest:  # noqa: A
     yaml_path.write_text(yaml_path.read_text().replace("../sources", str(sources)))
     query = (FEATURES_DIR / "fraud_card.sql").read_text()
     edited = edit(query)
-    assert edited != query or name == "same", f"the edit {name} did not apply"
+    assert edited != query or name.startswith("same"), f"the edit {name} did not apply"
     (folder / "fraud_card.sql").write_text(edited)
 
     from jobs.features import source_params
@@ -164,7 +181,9 @@ def fraud_card_manifest(tmp_path: Path, name: str, edit) -> Manifest:  # noqa: A
     )
 
 
-def test_fraud_card_edits_through_flinks_planner(tmp_path: Path) -> None:
+def test_fraud_card_edits_through_flinks_planner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base = fraud_card_manifest(tmp_path, "same", lambda q: q)
     assert "SLIDING_WINDOW_FEATURES" in base.operators
     call = "\nFROM SLIDING_WINDOW_FEATURES("
@@ -179,3 +198,8 @@ def test_fraud_card_edits_through_flinks_planner(tmp_path: Path) -> None:
     assert "'2 min, 5 min, 1 h, 24 h'" in (change.after or "")
     # the manifest survives JSON, as it does in a savepoint folder
     assert Manifest.from_json(json.dumps(json.loads(base.to_json()))) == base
+    # the planner's node for the call is recognised: an older state layout is refused
+    monkeypatch.setattr(versions, "SLIDING_WINDOW_STATE_LAYOUT", 2)
+    older = fraud_card_manifest(tmp_path, "same-older-layout", lambda q: q)
+    (change,) = statecheck.changes(older, base)
+    assert change.operator == "SLIDING_WINDOW_FEATURES" and change.kind == "changed"

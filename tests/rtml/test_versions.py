@@ -67,3 +67,10 @@ def test_connector_jar_name() -> None:
     jar = versions.FLINK_KAFKA_CONNECTOR_JAR
     assert jar == f"flink-sql-connector-kafka-{versions.FLINK_KAFKA_CONNECTOR}.jar"
     assert re.fullmatch(r"\d+\.\d+\.\d+", versions.KAFKA)
+
+
+def test_the_sliding_window_state_layout_is_the_java_functions() -> None:
+    java = PROJECT_ROOT / "udfs/java/src/main/java/dev/rtml/udfs/SlidingWindowFeatures.java"
+    match = re.search(r"static final int STATE_LAYOUT = (\d+);", java.read_text())
+    assert match, "STATE_LAYOUT not found in SlidingWindowFeatures.java"
+    assert int(match[1]) == versions.SLIDING_WINDOW_STATE_LAYOUT

@@ -46,22 +46,30 @@ import org.apache.flink.types.Row;
  * for its key is aggregated as of that newest event (its windows may already hold later events):
  * keep the input ordered per key (Kafka does, per partition) for exact as-of-event values.
  *
- * <p>State layout (version 2; n windows, m item columns; every state entry expires after {@link
+ * <p>State layout ({@link #STATE_LAYOUT}; n windows, m item columns; every state entry expires after {@link
  * #STATE_TTL} without writes). It depends on the number and order of windows and item columns, so
  * a query that changes either needs fresh state (a different number of either is refused):
  *
  * <ul>
  *   <li>{@code meta} (value, {@link Meta}): the running aggregates and the cached ends of each
- *       window and deque. Per-window arrays have n elements; deque arrays 2n (min deque of window w
- *       at 2w, max deque at 2w+1); {@code headItems} n*m (window-major: w*m + i); {@code distincts}
- *       m*n (column-major: i*n + w).
+ *       window and deque. Per-window arrays have n elements; {@code dequeHeads}, {@code frontSeqs}
+ *       and {@code frontValues} 2n (window w's front in the min deque at 2w, in the max deque at
+ *       2w+1); {@code dequeTails} and {@code backValues} 2 (min, max); {@code headItems} n*m
+ *       (window-major: w*m + i); {@code distincts} m*n (column-major: i*n + w).
  *   <li>{@code log} (map, sequence number -> {@link Entry}): the events still in the longest
  *       window, with their time, value and m items.
  *   <li>{@code items} (map, item key -> long[n]): for each item value present in some window, how
  *       many events of each window hold it. The item key is one char, {@code '0' + i}, followed by
  *       the value as a string, so equal values of different columns are counted apart.
- *   <li>{@code deques} (map, (deque << 48) | position -> {@link Slot}): the monotonic deques.
+ *   <li>{@code deques} (map, (deque << 48) | position -> {@link Slot}): two monotonic deques
+ *       over the longest window, 0 for minimums and 1 for maximums. They serve every window: the
+ *       minimum of window w is the first slot of the min deque whose event is in w (its front),
+ *       because each slot is the minimum of the events from its own onwards. So an event costs
+ *       two deque writes whatever the number of windows (layout 2 kept two deques per window).
  * </ul>
+ *
+ * <p>Layout 2 state (before the shared deques) is refused with a clear error, unless the query
+ * has a single window, where both layouts are the same.
  */
 @DataTypeHint(
         "ROW<counts ARRAY<BIGINT>, sums ARRAY<DOUBLE>, avgs ARRAY<DOUBLE>, mins ARRAY<DOUBLE>, "
@@ -79,11 +87,19 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
 
     static final long MAX_WINDOW_MS = 86_400_000L;
 
+    /** The state layout described above; rtml.versions.SLIDING_WINDOW_STATE_LAYOUT repeats it. */
+    static final int STATE_LAYOUT = 3;
+
     /**
      * Each item column costs a state read and write per event and per eviction; the bound keeps
      * that cost in sight, and the one-char column prefix of item keys unambiguous.
      */
     static final int MAX_ITEM_COLUMNS = 8;
+
+    /** The two deques: windows' minimums and maximums. */
+    private static final int MIN = 0;
+
+    private static final int MAX = 1;
 
     /**
      * Running aggregates and the positions of each window in the event log of one key. The ends of
@@ -101,11 +117,11 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
         public double[] sums;
         public double[] sumsqs;
         public long[] distincts; // [i * n + w]
-        public long[] dequeHeads; // per window: min deque at 2w, max deque at 2w+1
-        public long[] dequeTails;
-        public long[] frontSeqs; // per deque: the front slot (the window's min or max) ...
+        public long[] dequeHeads; // per window: its front in the min deque at 2w, max at 2w+1
+        public long[] dequeTails; // per deque (0: min, 1: max): its end
+        public long[] frontSeqs; // per window, as dequeHeads: the front slot (its min or max)
         public double[] frontValues;
-        public double[] backValues; // ... and the value of the back slot
+        public double[] backValues; // per deque: the value of its back slot
     }
 
     /** One event of the log: its time, value and items (one per item column, NULL allowed). */
@@ -207,6 +223,16 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
                                     + " and "
                                     + m
                                     + ": run the changed query without the old state"));
+        } else if (meta.dequeTails.length != 2) {
+            // Layout 2 kept a min and a max deque per window (one window: the same as now).
+            throw withoutRestarts(
+                    new IllegalStateException(
+                            "SLIDING_WINDOW_FEATURES: the state was written by an earlier version"
+                                    + " of this function (state layout 2, deques per window;"
+                                    + " now layout "
+                                    + STATE_LAYOUT
+                                    + "): run the query without the old state (start fresh or"
+                                    + " backfill)"));
         }
         long now = Math.max(eventTime, meta.newest);
         meta.newest = now;
@@ -242,9 +268,9 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
             meta.counts[w]++;
             meta.sums[w] += value;
             meta.sumsqs[w] += value * value;
-            push(meta, deques, 2 * w, seq, value, true);
-            push(meta, deques, 2 * w + 1, seq, value, false);
         }
+        push(meta, deques, MIN, seq, value);
+        push(meta, deques, MAX, seq, value);
         Long[][] itemCountsOut = new Long[m][];
         for (int i = 0; i < m; i++) {
             if (eventItems[i] == null) {
@@ -307,10 +333,10 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
         meta.sumsqs = new double[n];
         meta.distincts = new long[m * n];
         meta.dequeHeads = new long[2 * n];
-        meta.dequeTails = new long[2 * n];
+        meta.dequeTails = new long[2];
         meta.frontSeqs = new long[2 * n];
         meta.frontValues = new double[2 * n];
-        meta.backValues = new double[2 * n];
+        meta.backValues = new double[2];
     }
 
     private void evict(
@@ -345,14 +371,19 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
                     items.put(key, itemCounts);
                 }
             }
-            for (int d = 2 * w; d <= 2 * w + 1; d++) {
-                if (meta.dequeHeads[d] < meta.dequeTails[d] && meta.frontSeqs[d] == seq) {
-                    deques.remove(slotKey(d, meta.dequeHeads[d]));
-                    meta.dequeHeads[d]++;
-                    if (meta.dequeHeads[d] < meta.dequeTails[d]) {
-                        Slot front = deques.get(slotKey(d, meta.dequeHeads[d]));
-                        meta.frontSeqs[d] = front.seq;
-                        meta.frontValues[d] = front.value;
+            for (int d = MIN; d <= MAX; d++) {
+                int f = 2 * w + d; // this window's front in deque d
+                if (meta.dequeHeads[f] < meta.dequeTails[d] && meta.frontSeqs[f] == seq) {
+                    // Only the longest window's front is the deque's first slot: the others'
+                    // fronts are later slots, which longer windows still hold.
+                    if (w == longest) {
+                        deques.remove(slotKey(d, meta.dequeHeads[f]));
+                    }
+                    meta.dequeHeads[f]++;
+                    if (meta.dequeHeads[f] < meta.dequeTails[d]) {
+                        Slot front = deques.get(slotKey(d, meta.dequeHeads[f]));
+                        meta.frontSeqs[f] = front.seq;
+                        meta.frontValues[f] = front.value;
                     }
                 }
             }
@@ -418,31 +449,38 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
         return true;
     }
 
-    private static void push(
-            Meta meta, StateBuffer<Long, Slot> deques, int d, long seq, double value, boolean min)
+    /**
+     * Append an event to deque d (min or max). Its back loses every slot that can never be a
+     * window's min (max) again, this value being newer and at least as small (large); windows whose
+     * front was among them, or that were empty, now start at the new slot, which every window holds.
+     */
+    private void push(Meta meta, StateBuffer<Long, Slot> deques, int d, long seq, double value)
             throws Exception {
-        // Pop the back while it can never be the window's min (max) again: this value is newer
-        // and at least as small (large).
-        while (meta.dequeTails[d] > meta.dequeHeads[d]) {
+        long first = meta.dequeHeads[2 * longest + d];
+        while (meta.dequeTails[d] > first) {
             double back = meta.backValues[d];
-            if (min ? back < value : back > value) {
+            if (d == MIN ? back < value : back > value) {
                 break;
             }
             meta.dequeTails[d]--;
             deques.remove(slotKey(d, meta.dequeTails[d]));
-            if (meta.dequeTails[d] > meta.dequeHeads[d]) {
+            if (meta.dequeTails[d] > first) {
                 meta.backValues[d] = deques.get(slotKey(d, meta.dequeTails[d] - 1)).value;
             }
         }
+        long position = meta.dequeTails[d];
         Slot slot = new Slot();
         slot.seq = seq;
         slot.value = value;
-        deques.put(slotKey(d, meta.dequeTails[d]), slot);
-        if (meta.dequeTails[d] == meta.dequeHeads[d]) {
-            meta.frontSeqs[d] = seq;
-            meta.frontValues[d] = value;
+        deques.put(slotKey(d, position), slot);
+        for (int f = d; f < meta.dequeHeads.length; f += 2) {
+            if (meta.dequeHeads[f] >= position) {
+                meta.dequeHeads[f] = position;
+                meta.frontSeqs[f] = seq;
+                meta.frontValues[f] = value;
+            }
         }
-        meta.dequeTails[d]++;
+        meta.dequeTails[d] = position + 1;
         meta.backValues[d] = value;
     }
 
