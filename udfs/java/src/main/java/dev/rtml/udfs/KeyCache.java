@@ -38,7 +38,8 @@ final class KeyCache {
 
     /** The caches of the keys seen last, least recently used first. */
     static final class Keys {
-        private final LinkedHashMap<Object, KeyCache> byKey = new LinkedHashMap<>(1024, 0.75f, true);
+        private final LinkedHashMap<Object, KeyCache> byKey =
+                new LinkedHashMap<>(1024, 0.75f, true); // access order: least recent first
         private final long maxEntries;
         private long total;
 

@@ -46,8 +46,8 @@ import org.apache.flink.types.Row;
  * for its key is aggregated as of that newest event (its windows may already hold later events):
  * keep the input ordered per key (Kafka does, per partition) for exact as-of-event values.
  *
- * <p>State layout ({@link #STATE_LAYOUT}; n windows, m item columns; every state entry expires after {@link
- * #STATE_TTL} without writes). It depends on the number and order of windows and item columns, so
+ * <p>State layout ({@link #STATE_LAYOUT}; n windows, m item columns; every state entry expires
+ * after {@link #STATE_TTL} without writes). It depends on the number and order of windows and item columns, so
  * a query that changes either needs fresh state (a different number of either is refused):
  *
  * <ul>
@@ -451,8 +451,9 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
 
     /**
      * Append an event to deque d (min or max). Its back loses every slot that can never be a
-     * window's min (max) again, this value being newer and at least as small (large); windows whose
-     * front was among them, or that were empty, now start at the new slot, which every window holds.
+     * window's min (max) again, this value being newer and at least as small (large); windows
+     * whose front was among them, or that were empty, now start at the new slot, which every
+     * window holds.
      */
     private void push(Meta meta, StateBuffer<Long, Slot> deques, int d, long seq, double value)
             throws Exception {

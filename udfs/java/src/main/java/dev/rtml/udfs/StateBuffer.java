@@ -13,10 +13,11 @@ import org.apache.flink.table.api.dataview.MapView;
  * most one state read and one state write (RocksDB: a JNI call and a (de)serialization each).
  *
  * <p>Reads go to the call's own entries first, then to {@code cache} (what earlier calls for the
- * same partition key left there, see {@link KeyCache}), and only then to the state. The flush writes
- * every changed entry to the state and to the cache (a new entry only while the cache holds fewer
- * than {@code cacheLimit}). State stays the truth: the cache only saves reading back what this
- * function instance wrote or read, and a restored or rescaled job starts with new, empty caches.
+ * same partition key left there, see {@link KeyCache}), and only then to the state. The flush
+ * writes every changed entry to the state and to the cache (a new entry only while the cache holds
+ * fewer than {@code cacheLimit}). State stays the truth: the cache only saves reading back what
+ * this function instance wrote or read, and a restored or rescaled job starts with new, empty
+ * caches.
  *
  * <p>Values handed out by {@link #get} may be changed in place and {@link #put} back.
  */
