@@ -83,13 +83,5 @@ final class KeyCache {
                 oldest.remove();
             }
         }
-
-        long total() {
-            return total;
-        }
-
-        int keys() {
-            return byKey.size();
-        }
     }
 }

@@ -47,8 +47,9 @@ import org.apache.flink.types.Row;
  * keep the input ordered per key (Kafka does, per partition) for exact as-of-event values.
  *
  * <p>State layout ({@link #STATE_LAYOUT}; n windows, m item columns; every state entry expires
- * after {@link #STATE_TTL} without writes). It depends on the number and order of windows and item columns, so
- * a query that changes either needs fresh state (a different number of either is refused):
+ * after {@link #STATE_TTL} without writes). It depends on the number and order of windows and
+ * item columns, so a query that changes either needs fresh state (a different number of either is
+ * refused):
  *
  * <ul>
  *   <li>{@code meta} (value, {@link Meta}): the running aggregates and the cached ends of each
