@@ -213,3 +213,58 @@ def test_records_read_counts_from_the_start_offsets_per_partition() -> None:
     assert records_read(start, {0: 150, 1: None, 2: 5}) == 50
     assert records_read(start, {0: 160, 1: 7, 2: 9}) == 60 + 7 + 4
     assert records_read(start, {0: 90}) == 0  # an offset before the start counts nothing
+
+
+# -- collecting a run's rows (the embedded MiniCluster, no services) -------------------------------
+
+
+def test_collect_gives_what_to_pandas_gives_for_every_column_kind() -> None:
+    """`_collect` (filesystem sink, JSON lines, pyarrow) in place of `Table.to_pandas()`: the
+    same frame, dtypes included, for strings, integers, doubles that print long, booleans, both
+    timestamp kinds and NULLs of each (a whole-NULL column too), except that integers beyond
+    2**53 in a column with NULLs stay exact."""
+    import pandas as pd
+
+    from rtml import flinkjob
+    from rtml.offline import _collect, _restore_types
+    from rtml.settings import FeatureJobSettings
+
+    t_env = flinkjob.table_environment(FeatureJobSettings(), "offline-collect-test")
+    table = t_env.sql_query(
+        """
+        SELECT name, n, small, x, flag, at_ltz, at_plain, nothing FROM (VALUES
+          ('a', CAST(1 AS BIGINT), 7, CAST(0.1 AS DOUBLE) + CAST(0.2 AS DOUBLE), TRUE,
+           TO_TIMESTAMP_LTZ(1796355754748, 3), TIMESTAMP '2026-12-04 03:42:34.748',
+           CAST(NULL AS STRING)),
+          ('b "quoted", ü', CAST(-9007199254740993 AS BIGINT), CAST(NULL AS INT),
+           CAST(1e300 AS DOUBLE) / 3, CAST(NULL AS BOOLEAN), CAST(NULL AS TIMESTAMP_LTZ(3)),
+           CAST(NULL AS TIMESTAMP(3)), CAST(NULL AS STRING)),
+          (CAST(NULL AS STRING), CAST(NULL AS BIGINT), -3, CAST(NULL AS DOUBLE), FALSE,
+           TO_TIMESTAMP_LTZ(0, 3), TIMESTAMP '1999-12-31 23:59:59.999', CAST(NULL AS STRING))
+        ) AS t(name, n, small, x, flag, at_ltz, at_plain, nothing)
+        """
+    )
+    schema = table.get_schema()
+    names, types = schema.get_field_names(), schema.get_field_data_types()
+
+    def ordered(frame: pd.DataFrame) -> pd.DataFrame:  # VALUES rows come in no fixed order
+        # to_pandas' timestamp unit varies (ms here, us in a feature run); _collect's is us
+        for name in ("at_ltz", "at_plain"):
+            frame[name] = frame[name].dt.as_unit("us")
+        return frame.sort_values("small", na_position="first").reset_index(drop=True)
+
+    expected = ordered(_restore_types(table.to_pandas(), names, types))
+    collected = ordered(_restore_types(_collect(t_env, table), names, types))
+    # to_pandas rounds an integer column with a NULL through float64: -2**53 - 1 became -2**53
+    assert expected["n"].tolist()[0] == -9007199254740992
+    pd.testing.assert_frame_equal(
+        collected.drop(columns="n"), expected.drop(columns="n"), check_exact=True
+    )
+    # rows by `small`: NULL ('b ...'), -3 (the NULL name), 7 ('a'); not only equal to each other:
+    assert collected["x"].tolist()[::2] == [1e300 / 3, 0.1 + 0.2]
+    assert collected["n"].tolist()[::2] == [-9007199254740993, 1]  # beyond a double's 2**53
+    assert collected["name"].tolist()[0] == 'b "quoted", ü'
+    assert collected["at_ltz"].tolist()[1:] == [
+        pd.Timestamp(0, unit="ms", tz="UTC"),
+        pd.Timestamp(1796355754748, unit="ms", tz="UTC"),
+    ]
