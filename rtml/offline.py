@@ -711,10 +711,9 @@ def _collect(t_env: object, table: object) -> pd.DataFrame:
 
     schema = table.get_schema()  # type: ignore[attr-defined]
     with tempfile.TemporaryDirectory(prefix="rtml-offline-") as folder:
-        name = f"rtml_offline_rows_{uuid.uuid4().hex[:12]}"
-        t_env.create_temporary_view(name, table)  # type: ignore[attr-defined]
+        sink = f"rtml_offline_rows_{uuid.uuid4().hex[:12]}"
         t_env.create_temporary_table(  # type: ignore[attr-defined]
-            f"{name}_files",
+            sink,
             TableDescriptor.for_connector("filesystem")
             .schema(Schema.new_builder().from_row_data_type(schema.to_row_data_type()).build())
             .option("path", folder)
@@ -726,20 +725,12 @@ def _collect(t_env: object, table: object) -> pd.DataFrame:
             )
             .build(),
         )
-        # An INSERT statement, not `table.execute_insert`: PyFlink's Py4J calls may run on
-        # different Java threads, and Calcite keeps its metadata provider in a thread-local that
-        # parsing sets. Planning a Table on a thread that parsed nothing failed once with
-        # "NullPointerException: metadataHandlerProvider"; parsed and planned in one call, the
-        # statement always finds it set.
         try:
-            t_env.execute_sql(  # type: ignore[attr-defined]
-                f"INSERT INTO `{name}_files` SELECT * FROM `{name}`"
-            ).wait()
+            table.execute_insert(sink).wait()  # type: ignore[attr-defined]
         except Exception as error:  # noqa: BLE001 - Py4J wraps the job's failure; keep its reason
             raise RuntimeError(f"offline feature run failed: {root_cause(error)}") from error
         finally:
-            t_env.drop_temporary_table(f"{name}_files")  # type: ignore[attr-defined]
-            t_env.drop_temporary_view(name)  # type: ignore[attr-defined]
+            t_env.drop_temporary_table(sink)  # type: ignore[attr-defined]
         files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and _is_committed(p))
         names, types = schema.get_field_names(), schema.get_field_data_types()
         timezone = str(t_env.get_config().get_local_timezone())  # type: ignore[attr-defined]
