@@ -505,12 +505,12 @@ class OfflineFeatures:
 
 
 # Offline runs restart nothing and checkpoint nothing: a failure is reported at once (no restart
-# loop that looks like a hang), and the collect sink hands rows over without waiting for
-# checkpoints.
+# loop that looks like a hang), and the filesystem sink commits its files when the bounded input
+# ends, without waiting for checkpoints.
 # RocksDB gets bloom filters (items seen for the first time are point reads of absent keys) and a
-# fixed 512 MB per slot instead of the MiniCluster's small managed memory: 200k fraud_card events
-# took 118.4 and 114.9 s against 127.2 and 126.9 s, alternated (1.08x), with identical rows. Live
-# jobs keep the cluster's memory budget (config.yaml), which 512 MB per slot would exceed.
+# fixed 512 MB per slot instead of the MiniCluster's small managed memory (README, "Offline
+# features", has the comparison). Live jobs keep the cluster's memory budget (config.yaml), which
+# 512 MB per slot would exceed.
 OFFLINE_OVERRIDES: dict[str, str | None] = {
     "execution.checkpointing.interval": None,
     "restart-strategy.type": "none",
