@@ -507,15 +507,17 @@ class OfflineFeatures:
 # Offline runs restart nothing and checkpoint nothing: a failure is reported at once (no restart
 # loop that looks like a hang), and the filesystem sink commits its files when the bounded input
 # ends, without waiting for checkpoints.
-# RocksDB gets bloom filters (items seen for the first time are point reads of absent keys) and a
-# fixed 512 MB per slot instead of the MiniCluster's small managed memory (README, "Offline
-# features", has the comparison). Live jobs keep the cluster's memory budget (config.yaml), which
-# 512 MB per slot would exceed.
+# With nothing to checkpoint or restore, state need not be serializable: SLIDING_WINDOW_FEATURES
+# keeps its windows as plain objects on the heap (the job parameter below; the same code computes
+# the same features), and the rest of the job's state (OVER ordering, SESSION/HOP/TUMBLE windows)
+# sits on the heap backend. README, "Offline features", has the comparison with RocksDB.
+# HeapWindows.JOB_PARAMETER in udfs/java/.../HeapWindows.java.
+HEAP_WINDOWS_PARAMETER = "rtml.sliding-windows.heap-state"
 OFFLINE_OVERRIDES: dict[str, str | None] = {
     "execution.checkpointing.interval": None,
     "restart-strategy.type": "none",
-    "state.backend.rocksdb.use-bloom-filter": "true",
-    "state.backend.rocksdb.memory.fixed-per-slot": "512mb",
+    "state.backend.type": "hashmap",
+    "pipeline.global-job-parameters": f"{HEAP_WINDOWS_PARAMETER}:true",
 }
 
 

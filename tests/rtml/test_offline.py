@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import dataclass, field
 
 import pytest
 
 from rtml import featuresets
 from rtml.offline import (
+    HEAP_WINDOWS_PARAMETER,
+    OFFLINE_OVERRIDES,
     KafkaRange,
     RangeError,
     format_time,
@@ -18,6 +21,7 @@ from rtml.offline import (
     records_read,
     resolve,
 )
+from rtml.settings import PROJECT_ROOT
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -268,3 +272,11 @@ def test_collect_gives_what_to_pandas_gives_for_every_column_kind() -> None:
         pd.Timestamp(0, unit="ms", tz="UTC"),
         pd.Timestamp(1796355754748, unit="ms", tz="UTC"),
     ]
+
+
+def test_offline_runs_turn_on_the_window_functions_heap_state_by_its_java_name() -> None:
+    java = PROJECT_ROOT / "udfs/java/src/main/java/dev/rtml/udfs/HeapWindows.java"
+    match = re.search(r'static final String JOB_PARAMETER = "([^"]+)";', java.read_text())
+    assert match, "JOB_PARAMETER not found in HeapWindows.java"
+    assert match[1] == HEAP_WINDOWS_PARAMETER
+    assert OFFLINE_OVERRIDES["pipeline.global-job-parameters"] == f"{match[1]}:true"

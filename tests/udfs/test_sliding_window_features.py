@@ -14,6 +14,7 @@ from pyflink.table import StreamTableEnvironment
 from pyflink.table.types import BigIntType
 
 from rtml import flinkjob
+from rtml.offline import OFFLINE_OVERRIDES
 from rtml.settings import JobSettings
 
 BASE_MS = 1_763_700_000_000
@@ -57,7 +58,19 @@ def event(seq: int, pause_ms: int) -> Event:
 
 @pytest.fixture(scope="module")
 def t_env() -> StreamTableEnvironment:
-    env = flinkjob.table_environment(JobSettings(), "test-sliding-window-features")
+    return events_environment(None)
+
+
+@pytest.fixture(scope="module")
+def offline_t_env() -> StreamTableEnvironment:
+    """As offline runs configure it: the windows on the function's heap, not in keyed state."""
+    return events_environment(OFFLINE_OVERRIDES)
+
+
+def events_environment(overrides: dict[str, str | None] | None) -> StreamTableEnvironment:
+    env = flinkjob.table_environment(
+        JobSettings(), "test-sliding-window-features", overrides=overrides
+    )
     for name, pause_ms in PAUSES_MS.items():
         create_events_table(env, name.replace("-", "_"), pause_ms)
     return env
@@ -138,20 +151,31 @@ def expected_items(window: list[Event], own: Event, column: int) -> tuple[int, i
 
 
 @pytest.mark.parametrize(
-    ("pause", "windows", "cache_entries"),
+    ("pause", "windows", "cache_entries", "env"),
     [
-        ("none", "1 s, 10 s, 1 min", None),
-        ("shorter-windows-empty", "1 min, 1 s, 10 s", None),  # the longest window first
-        ("all-windows-empty", "10 s, 1 min, 1 s", None),
+        ("none", "1 s, 10 s, 1 min", None, "t_env"),
+        ("shorter-windows-empty", "1 min, 1 s, 10 s", None, "t_env"),  # longest window first
+        ("all-windows-empty", "10 s, 1 min, 1 s", None, "t_env"),
         # A key holds ~250 cache entries here: with room for about one key, each event finds
         # its key dropped and reads state, and keys that start over drop what was cached.
-        ("all-windows-empty", "10 s, 1 min, 1 s", 300),
-        ("shorter-windows-empty", "1 min, 1 s, 10 s", 0),  # no cache: state alone
+        ("all-windows-empty", "10 s, 1 min, 1 s", 300, "t_env"),
+        ("shorter-windows-empty", "1 min, 1 s, 10 s", 0, "t_env"),  # no cache: state alone
+        # Offline runs: every key's windows on the heap. Keys whose windows emptied before the
+        # watermark are dropped (all-windows-empty), keys that pause for less are kept
+        # (shorter-windows-empty: dropping them by a shorter window would give wrong counts).
+        ("none", "1 s, 10 s, 1 min", None, "offline_t_env"),
+        ("shorter-windows-empty", "1 min, 1 s, 10 s", None, "offline_t_env"),
+        ("all-windows-empty", "10 s, 1 min, 1 s", 300, "offline_t_env"),
     ],
 )
 def test_every_window_of_every_event_equals_a_plain_python_computation(
-    t_env: StreamTableEnvironment, pause: str, windows: str, cache_entries: int | None
+    request: pytest.FixtureRequest,
+    pause: str,
+    windows: str,
+    cache_entries: int | None,
+    env: str,
 ) -> None:
+    t_env: StreamTableEnvironment = request.getfixturevalue(env)
     pause_ms = PAUSES_MS[pause]
     lengths = [WINDOWS[name.strip()] for name in windows.split(",")]
     history: dict[int, list[Event]] = {}

@@ -10,6 +10,7 @@ import org.apache.flink.table.annotation.ArgumentTrait;
 import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.annotation.StateHint;
 import org.apache.flink.table.api.dataview.MapView;
+import org.apache.flink.table.functions.FunctionContext;
 import org.apache.flink.table.functions.ProcessTableFunction;
 import org.apache.flink.types.Row;
 
@@ -41,6 +42,10 @@ import org.apache.flink.types.Row;
  * entries without RocksDB. The optional argument {@code cache_entries} bounds that cache (default
  * {@link KeyCache#DEFAULT_MAX_ENTRIES}, about 100 MB of heap; 0 turns it off). State alone is the
  * truth: a restored job starts with an empty cache and gives the same features.
+ *
+ * <p>Bounded runs that never checkpoint nor restore (rtml.offline) set the job parameter {@link
+ * HeapWindows#JOB_PARAMETER}: every key's state then lives on this instance's heap ({@link
+ * HeapWindows}) and keyed state stays empty. The same code computes the same features.
  *
  * <p>Events of one key are aggregated in arrival order. An event older than the newest event seen
  * for its key is aggregated as of that newest event (its windows may already hold later events):
@@ -148,6 +153,15 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
     private transient int[] itemIndexes;
     private transient int[] partitionIndexes;
     private transient KeyCache.Keys cachedKeys;
+    private transient HeapWindows heap; // null: keyed state holds the windows
+
+    @Override
+    public void open(FunctionContext context) throws Exception {
+        super.open(context);
+        if (Boolean.parseBoolean(context.getJobParameter(HeapWindows.JOB_PARAMETER, "false"))) {
+            heap = new HeapWindows();
+        }
+    }
 
     public void eval(
             Context ctx,
@@ -191,11 +205,22 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
             collect(Row.of(null, null, null, null, null, null, null, null));
             return;
         }
-        long eventTime = ctx.timeContext(Long.class).time();
+        ProcessTableFunction.TimeContext<Long> time = ctx.timeContext(Long.class);
+        long eventTime = time.time();
         if (cachedKeys == null) {
-            cachedKeys = new KeyCache.Keys(cacheEntries(cacheEntries));
+            long cacheLimit = cacheEntries(cacheEntries); // checked in both modes
+            // On the heap, state is memory already: nothing to cache.
+            cachedKeys = new KeyCache.Keys(heap == null ? cacheLimit : 0);
         }
-        KeyCache cached = cachedKeys.of(partitionKey(input), System.currentTimeMillis());
+        Object partition = partitionKey(input);
+        if (heap != null) {
+            HeapWindows.Key held = heap.of(partition, time.currentWatermark(), windowLengths[longest]);
+            meta = held.meta;
+            logState = held.log;
+            itemsState = held.items;
+            dequesState = held.deques;
+        }
+        KeyCache cached = cachedKeys.of(partition, System.currentTimeMillis());
         StateBuffer<Long, Entry> log =
                 new StateBuffer<>(
                         logState, cached.log, cachedKeys.limit(KeyCache.LOG_ENTRIES_PER_KEY + 1));
