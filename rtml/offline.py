@@ -507,18 +507,33 @@ class OfflineFeatures:
 # Offline runs restart nothing and checkpoint nothing: a failure is reported at once (no restart
 # loop that looks like a hang), and the filesystem sink commits its files when the bounded input
 # ends, without waiting for checkpoints.
-# With nothing to checkpoint or restore, state need not be serializable: SLIDING_WINDOW_FEATURES
-# keeps its windows as plain objects on the heap (the job parameter below; the same code computes
-# the same features), and the rest of the job's state (OVER ordering, SESSION/HOP/TUMBLE windows)
-# sits on the heap backend. README, "Offline features", has the comparison with RocksDB.
-# HeapWindows.JOB_PARAMETER in udfs/java/.../HeapWindows.java.
-HEAP_WINDOWS_PARAMETER = "rtml.sliding-windows.heap-state"
 OFFLINE_OVERRIDES: dict[str, str | None] = {
     "execution.checkpointing.interval": None,
     "restart-strategy.type": "none",
-    "state.backend.type": "hashmap",
-    "pipeline.global-job-parameters": f"{HEAP_WINDOWS_PARAMETER}:true",
 }
+# HeapWindows.JOB_PARAMETER in udfs/java/.../HeapWindows.java.
+HEAP_WINDOWS_PARAMETER = "rtml.sliding-windows.heap-state"
+# With nothing to checkpoint or restore, state need not be serializable: by default
+# SLIDING_WINDOW_FEATURES keeps its windows as plain objects on its heap (the same code computes
+# the same features) and the rest of the job's state (OVER ordering, SESSION/HOP/TUMBLE windows)
+# sits on the heap backend. RocksDB, with bloom filters and a fixed 512 MB per slot, is for
+# ranges whose state does not fit in memory. README, "Offline features", compares them.
+OFFLINE_STATE_OVERRIDES: dict[str, dict[str, str | None]] = {
+    "heap": {
+        "state.backend.type": "hashmap",
+        "pipeline.global-job-parameters": f"{HEAP_WINDOWS_PARAMETER}:true",
+    },
+    "rocksdb": {
+        "state.backend.type": "rocksdb",
+        "state.backend.rocksdb.use-bloom-filter": "true",
+        "state.backend.rocksdb.memory.fixed-per-slot": "512mb",
+    },
+}
+
+
+def offline_overrides(state: str) -> dict[str, str | None]:
+    """The Flink configuration changes of an offline run whose state is `state` (heap, rocksdb)."""
+    return {**OFFLINE_OVERRIDES, **OFFLINE_STATE_OVERRIDES[state]}
 
 
 def warm_up_for(definition: FeatureSetDefinition) -> int:
@@ -584,7 +599,9 @@ def compute_features(
     # ReadWatcher and a caller's progress ticker run beside it).
     with flinkjob.java_calls_on_one_thread():
         t_env = flinkjob.table_environment(
-            settings, f"rtml-offline-{definition.name}", overrides=OFFLINE_OVERRIDES
+            settings,
+            f"rtml-offline-{definition.name}",
+            overrides=offline_overrides(settings.offline_state),
         )
         statements = [
             *sqlfiles.load("common/raw_source.sql", params),

@@ -169,6 +169,11 @@ class FeatureJobSettings(JobSettings):
         True,
         description="write features to Redis (off: Kafka features topic only, e.g. to measure)",
     )
+    offline_state: Literal["heap", "rocksdb"] = Field(
+        "heap",
+        description="state of offline runs (backtests, training sets): heap (fast, must fit in "
+        "the JVM's memory) or rocksdb (spills to disk, about half as fast)",
+    )
 
     @model_validator(mode="after")
     def _local_redis_by_default(self) -> FeatureJobSettings:

@@ -175,12 +175,14 @@ def query_columns(
     from jobs.features import feature_query, source_params
     from jobs.features import query_columns as planned_columns
     from rtml import flinkjob, sqlfiles
-    from rtml.offline import OFFLINE_OVERRIDES
+    from rtml.offline import offline_overrides
 
     feature_settings = settings.feature_job_settings()
     params = source_params(definition, feature_settings)
     t_env = flinkjob.table_environment(
-        feature_settings, f"rtml-backtest-plan-{definition.name}", overrides=OFFLINE_OVERRIDES
+        feature_settings,
+        f"rtml-backtest-plan-{definition.name}",
+        overrides=offline_overrides(feature_settings.offline_state),
     )
     flinkjob.statement_set(
         t_env,

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections import defaultdict
 
+import pandas as pd
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
@@ -122,6 +123,21 @@ def test_time_range_gives_exactly_its_events_with_windows_warmed_up(
     finally:
         admin.close()
     assert f"rtml-offline-{history['definition'].name}-{result.run_id}" not in groups
+
+
+def test_rocksdb_state_gives_the_heap_states_features(history: dict) -> None:
+    """RTML_OFFLINE_STATE=rocksdb (state as the live job keeps it, for ranges too large for the
+    heap) computes every feature of every event exactly as the default heap state does."""
+    frames = {}
+    for state in ("heap", "rocksdb"):
+        settings = history["settings"].model_copy(update={"offline_state": state})
+        result = compute_features(
+            history["definition"], KafkaRange.everything(), settings, topic=history["topic"]
+        )
+        frames[state] = result.rows.sort_values("event_id").reset_index(drop=True)
+        assert result.dead_letter_counts == {"invalid_json": 1, "missing_card_id": 1}
+    assert len(frames["heap"]) == len(history["events"])
+    pd.testing.assert_frame_equal(frames["heap"], frames["rocksdb"], check_exact=True)
 
 
 def test_range_edge_cases_fail_fast_with_clear_messages(stack: Stack, history: dict) -> None:

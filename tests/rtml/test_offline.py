@@ -11,11 +11,11 @@ import pytest
 from rtml import featuresets
 from rtml.offline import (
     HEAP_WINDOWS_PARAMETER,
-    OFFLINE_OVERRIDES,
     KafkaRange,
     RangeError,
     format_time,
     longest_window_ms,
+    offline_overrides,
     parse_offsets,
     parse_time,
     records_read,
@@ -279,4 +279,12 @@ def test_offline_runs_turn_on_the_window_functions_heap_state_by_its_java_name()
     match = re.search(r'static final String JOB_PARAMETER = "([^"]+)";', java.read_text())
     assert match, "JOB_PARAMETER not found in HeapWindows.java"
     assert match[1] == HEAP_WINDOWS_PARAMETER
-    assert OFFLINE_OVERRIDES["pipeline.global-job-parameters"] == f"{match[1]}:true"
+    heap = offline_overrides("heap")
+    assert heap["pipeline.global-job-parameters"] == f"{match[1]}:true"
+    assert heap["state.backend.type"] == "hashmap"
+    rocksdb = offline_overrides("rocksdb")
+    assert "pipeline.global-job-parameters" not in rocksdb
+    assert rocksdb["state.backend.type"] == "rocksdb"
+    for overrides in (heap, rocksdb):  # never a checkpoint, never a restart
+        assert overrides["execution.checkpointing.interval"] is None
+        assert overrides["restart-strategy.type"] == "none"

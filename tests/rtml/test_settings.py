@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from rtml.settings import PROJECT_ROOT, JobSettings, SmokeJobSettings, StackSettings
+from rtml.settings import (
+    PROJECT_ROOT,
+    BacktestSettings,
+    FeatureJobSettings,
+    JobSettings,
+    SmokeJobSettings,
+    StackSettings,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -128,6 +135,17 @@ def test_bad_env_value_is_a_validation_error_naming_the_field(
     with pytest.raises(ValidationError) as caught:
         cls()
     assert [error["loc"] for error in caught.value.errors()] == [(field,)]
+
+
+def test_offline_state_from_env_reaches_backtests_and_is_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert FeatureJobSettings().offline_state == "heap"
+    monkeypatch.setenv("RTML_OFFLINE_STATE", "rocksdb")
+    assert BacktestSettings().feature_job_settings().offline_state == "rocksdb"
+    monkeypatch.setenv("RTML_OFFLINE_STATE", "disk")
+    with pytest.raises(ValidationError, match="offline_state"):
+        FeatureJobSettings()
 
 
 def test_unknown_rtml_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:

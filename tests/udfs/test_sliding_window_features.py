@@ -14,7 +14,7 @@ from pyflink.table import StreamTableEnvironment
 from pyflink.table.types import BigIntType
 
 from rtml import flinkjob
-from rtml.offline import OFFLINE_OVERRIDES
+from rtml.offline import offline_overrides
 from rtml.settings import JobSettings
 
 BASE_MS = 1_763_700_000_000
@@ -64,7 +64,7 @@ def t_env() -> StreamTableEnvironment:
 @pytest.fixture(scope="module")
 def offline_t_env() -> StreamTableEnvironment:
     """As offline runs configure it: the windows on the function's heap, not in keyed state."""
-    return events_environment(OFFLINE_OVERRIDES)
+    return events_environment(offline_overrides("heap"))
 
 
 def events_environment(overrides: dict[str, str | None] | None) -> StreamTableEnvironment:
