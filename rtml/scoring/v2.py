@@ -22,9 +22,8 @@ class RequestFailed(Exception):
 
 
 def encode_request(matrix: np.ndarray, settings: ScoringSettings) -> bytes:
-    """The JSON body of a V2 infer request for the rows of `matrix` (pure)."""
-    body = v2client.build_infer_request(matrix, output=settings.output)
-    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    """The JSON body of a V2 infer request for the rows of `matrix` (pure); ValueError for NaN."""
+    return v2client.encode_infer_request(matrix, output=settings.output)
 
 
 def scores_from_output(output: np.ndarray, n_rows: int, score_column: int) -> np.ndarray:

@@ -54,6 +54,30 @@ def _tensor(name: str, shape: list[int], datatype: str, data: list) -> dict:
     return {"name": name, "shape": shape, "datatype": datatype, "data": data}
 
 
+def test_encoded_infer_request_is_the_built_body_with_every_float_exact() -> None:
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(40, 7)) * 10.0 ** rng.integers(-300, 300, size=(40, 7))
+    rows[0, :4] = [0.0, -0.0, 5e-324, 1.7976931348623157e308]  # zeros, subnormal, the largest
+    rows[1, :3] = [0.1 + 0.2, 1 / 3, 123456789.123456789]  # long shortest representations
+    for output in ("predict_proba", None):
+        encoded = v2client.encode_infer_request(rows, output=output)
+        built = v2client.build_infer_request(rows, output=output)
+        assert json.loads(encoded) == built  # same body; every float equal to the last bit
+        assert b" " not in encoded  # compact
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_encoded_infer_request_refuses_what_json_cannot_carry(bad: float) -> None:
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        v2client.encode_infer_request([[1.0, bad]])
+
+
+@pytest.mark.parametrize("rows", [[], [1.0, 2.0]])
+def test_encoded_infer_request_rejects_empty_or_flat_rows(rows: list) -> None:
+    with pytest.raises(ValueError, match="non-empty list of equal-length rows"):
+        v2client.encode_infer_request(rows)
+
+
 def test_parse_infer_response_reshapes_named_output() -> None:
     body = _response(
         _tensor("predict", [2, 1], "INT64", [1, 0]),
