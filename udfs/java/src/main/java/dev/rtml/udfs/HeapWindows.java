@@ -16,9 +16,10 @@ import org.apache.flink.table.api.dataview.MapView;
  * <p>Memory: a key is dropped once all its windows have emptied before the watermark (its next
  * event, later than the watermark, starts the key over anyway). The keys are checked once the
  * watermark has moved on by the longest window since the last check and at least as many events
- * as keys have come: at most one look at a key per event, amortized. So what stays is about what
- * keyed state would hold: the keys seen within the last two longest windows, with the events of
- * their longest window. An event behind the watermark (which rtml's sources dead-letter as late
+ * have come as the check left keys: a check looks at no more than twice as many keys as events
+ * came since the one before. So what stays is about what keyed state would hold: the keys seen
+ * within the last two longest windows (or the last few events), with the events of their longest
+ * window. An event behind the watermark (which rtml's sources dead-letter as late
  * before it gets here) may start a dropped key over where keyed state would still hold its
  * windows.
  */
@@ -37,6 +38,7 @@ final class HeapWindows {
 
     private final Map<Object, Key> byKey = new HashMap<>();
     private long eventsSinceCheck;
+    private int keptByCheck; // keys the last check left
     private Long checkedAt; // the watermark of the last check
 
     /** The key's state, new if unknown; keys whose windows emptied before `watermark` may go. */
@@ -44,16 +46,19 @@ final class HeapWindows {
         eventsSinceCheck++;
         if (watermark != null
                 && watermark != Long.MIN_VALUE // none yet
-                && eventsSinceCheck >= byKey.size()
+                && eventsSinceCheck >= keptByCheck
                 && (checkedAt == null || watermark - checkedAt > longestWindowMs)) {
-            byKey.values()
-                    .removeIf(
-                            held ->
-                                    held.meta.heads != null
-                                            && watermark - held.meta.newest > longestWindowMs);
+            // A key that never held an event (NULL values only) has newest 0: it goes too.
+            byKey.values().removeIf(held -> watermark - held.meta.newest > longestWindowMs);
             eventsSinceCheck = 0;
+            keptByCheck = byKey.size();
             checkedAt = watermark;
         }
         return byKey.computeIfAbsent(key, unknown -> new Key());
+    }
+
+    /** Keys held now. */
+    int size() {
+        return byKey.size();
     }
 }

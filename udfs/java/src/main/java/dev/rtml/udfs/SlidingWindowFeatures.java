@@ -215,6 +215,8 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
         Object partition = partitionKey(input);
         if (heap != null) {
             HeapWindows.Key held = heap.of(partition, time.currentWatermark(), windowLengths[longest]);
+            // Flink would otherwise keep the unused meta argument (a new, empty value) per key.
+            ctx.clearState("meta");
             meta = held.meta;
             logState = held.log;
             itemsState = held.items;
