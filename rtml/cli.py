@@ -13,7 +13,13 @@ from pydantic_settings import BaseSettings
 
 from rtml import flinkrest, generate, statecheck
 from rtml.generators import GENERATORS
-from rtml.settings import LOOPBACK, BacktestSettings, SmokeJobSettings, StackSettings
+from rtml.settings import (
+    LOOPBACK,
+    BacktestSettings,
+    FeatureJobSettings,
+    SmokeJobSettings,
+    StackSettings,
+)
 
 
 def _env_help(*models: type[BaseSettings]) -> str:
@@ -37,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rtml",
         description="Real-time ML on Apache Flink: local stack, jobs, features, models.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=_env_help(StackSettings, SmokeJobSettings),
+        epilog=_env_help(StackSettings, SmokeJobSettings, FeatureJobSettings),
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -178,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Writes OUT/frame.parquet, OUT/summary.json and OUT/report.html; reads production "
         "topics only. Exit code 2: the backtest cannot run as asked (the message says why).\n\n"
-        + _env_help(BacktestSettings),
+        + _env_help(BacktestSettings, FeatureJobSettings),
     )
     backtest.add_argument(
         "model", help="the model's name on the model server and in the repository (e.g. fraud)"

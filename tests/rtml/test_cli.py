@@ -15,6 +15,15 @@ def test_help_lists_every_setting_with_its_environment_variable() -> None:
     for env in ("RTML_KAFKA_PORT", "RTML_FLINK_REST_PORT", "RTML_SMOKE_INPUT_TOPIC", "RTML_HOME"):
         assert env in text
     assert "default 9092" in text
+    assert "RTML_ONLINE_STORE" in text and "RTML_OFFLINE_STATE" in text  # feature jobs'
+
+
+def test_backtest_help_names_the_offline_state_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["backtest", "--help"])
+    text = capsys.readouterr().out
+    assert "RTML_OFFLINE_STATE" in text and "default heap" in text
+    assert "RTML_SCORING_BATCH_SIZE" in text
 
 
 @pytest.mark.parametrize("name", ["smoke", "fraud", "clickstream"])
