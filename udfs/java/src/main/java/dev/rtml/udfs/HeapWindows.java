@@ -19,9 +19,8 @@ import org.apache.flink.table.api.dataview.MapView;
  * have come as the check left keys: a check looks at no more than twice as many keys as events
  * came since the one before. So what stays is about what keyed state would hold: the keys seen
  * within the last two longest windows (or the last few events), with the events of their longest
- * window. An event behind the watermark (which rtml's sources dead-letter as late
- * before it gets here) may start a dropped key over where keyed state would still hold its
- * windows.
+ * window. An event behind the watermark (which rtml's sources dead-letter as late before it
+ * gets here) may start a dropped key over where keyed state would still hold its windows.
  */
 final class HeapWindows {
 
@@ -48,7 +47,7 @@ final class HeapWindows {
                 && watermark != Long.MIN_VALUE // none yet
                 && eventsSinceCheck >= keptByCheck
                 && (checkedAt == null || watermark - checkedAt > longestWindowMs)) {
-            // A key that never held an event (NULL values only) has newest 0: it goes too.
+            // A key whose state was never written (newest still 0) goes at the first check.
             byKey.values().removeIf(held -> watermark - held.meta.newest > longestWindowMs);
             eventsSinceCheck = 0;
             keptByCheck = byKey.size();

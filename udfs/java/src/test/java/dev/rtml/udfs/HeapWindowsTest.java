@@ -60,10 +60,10 @@ class HeapWindowsTest {
     }
 
     @Test
-    void keysThatNeverHeldAnEventGoAtTheNextCheck() {
+    void keysWhoseStateWasNeverWrittenGoAtTheNextCheck() {
         HeapWindows heap = new HeapWindows();
         for (long i = 0; i < 1_000; i++) {
-            heap.of("null-valued-" + i, 0L, LONGEST_MS); // NULL values: the function keeps nothing
+            heap.of("unwritten-" + i, 0L, LONGEST_MS); // asked for, then left as new (newest 0)
         }
         see(heap, "valued", 2 * LONGEST_MS); // the watermark moved on: a check
         see(heap, "valued", 2 * LONGEST_MS + STEP_MS);
