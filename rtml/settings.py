@@ -309,6 +309,12 @@ class BacktestSettings(ScoringJobSettings):
     backtest_read_timeout_s: float = Field(
         60.0, description="give up reading a topic to its end after this long without progress"
     )
+    backtest_scoring_processes: int = Field(
+        0,
+        ge=0,
+        description="processes scoring the models at once (0: one per model, at most one per "
+        "core; 1: one model after the other in the backtest's own process)",
+    )
 
     @model_validator(mode="after")
     def _local_redis_by_default(self) -> BacktestSettings:

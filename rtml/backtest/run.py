@@ -18,12 +18,11 @@ models and the production model through the live job's scorer, and compare with 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -37,14 +36,19 @@ from rtml.backtest.model_folders import (
     unique_names,
 )
 from rtml.backtest.progress import Progress
+from rtml.backtest.scoring import (  # noqa: F401 - NO_TIMEOUT_MS, scoring_settings: re-exported
+    NO_TIMEOUT_MS,
+    ModelPredictions,
+    score_all,
+    scoring_processes,
+    scoring_settings,
+)
 from rtml.generators.fraud import LABELS_TOPIC
 from rtml.offline import KafkaRange
 from rtml.settings import BacktestSettings, StackSettings
 from rtml.training.models import jsonable
 
 EVENT_ID = "event_id"
-# --no-timeouts: an offline run waits for its own loopback server as long as it takes (a day).
-NO_TIMEOUT_MS = 86_400_000.0
 
 
 class BacktestError(ValueError):
@@ -69,14 +73,6 @@ class BacktestOptions:
     output_topic: str | None = None
     redis_prefix: str | None = None
     parity: bool = True
-
-
-@dataclass
-class _Scored:
-    model: ModelFolder
-    threshold: float
-    predictions: list[Any] = field(default_factory=list)
-    metrics: dict[str, int] = field(default_factory=dict)
 
 
 def predictions_topic(options: BacktestOptions, settings: BacktestSettings) -> str:
@@ -194,73 +190,6 @@ def query_columns(
     return [name for name, _ in planned_columns(feature_query(t_env, definition))]
 
 
-def scoring_settings(
-    settings: BacktestSettings, model: ModelFolder, base_url: str, *, no_timeouts: bool
-) -> Any:
-    """The scorer settings of the live job (RTML_SCORING_*), for `model` on the loopback server;
-    the decision threshold is the model's own (production: RTML_SCORING_THRESHOLD if set, else
-    its metadata's, else 0.5, as the live job decides)."""
-    scoring = settings.scoring_settings(model.feature_names)
-    threshold = settings.scoring_threshold
-    explicit = "scoring_threshold" in settings.model_fields_set
-    if model.threshold is not None and not (model.role == "production" and explicit):
-        threshold = model.threshold
-    changes: dict[str, Any] = {
-        "model_name": model.name, "model_version": None, "base_url": base_url,
-        "threshold": threshold,
-    }  # fmt: skip
-    if no_timeouts:
-        changes |= {"request_timeout_ms": NO_TIMEOUT_MS, "deadline_ms": NO_TIMEOUT_MS}
-    return dataclasses.replace(scoring, **changes)
-
-
-def score_all(
-    models: Sequence[ModelFolder],
-    rows: Any,
-    settings: BacktestSettings,
-    *,
-    no_timeouts: bool,
-    stream: TextIO | None,
-) -> list[_Scored]:
-    """Every model's predictions for `rows`, through the live job's Scorer, in batches of
-    RTML_SCORING_BATCH_SIZE rows (one score() call each, as one Arrow batch in the job)."""
-    import joblib
-
-    from rtml import model_repo
-    from rtml.backtest.local_server import LocalV2Server, ServedModel
-    from rtml.scoring import DefaultRule, Scorer
-
-    served = {
-        m.name: ServedModel(
-            m.name,
-            m.version.rsplit("/", 1)[-1],
-            joblib.load(m.primary / model_repo.MODEL_FILENAME),
-            len(m.feature_names),
-        )  # fmt: skip
-        for m in models
-    }
-    batch = settings.scoring_batch_size
-    total = len(rows) * len(models)
-    progress = Progress("scoring", total, stream=stream)
-    done = 0
-    out: list[_Scored] = []
-    with LocalV2Server(served) as server:
-        for model in models:
-            scoring = scoring_settings(settings, model, server.url, no_timeouts=no_timeouts)
-            scored = _Scored(model, scoring.threshold)
-            # The rule is the live job's default (udfs.scoring: DefaultRule()).
-            with Scorer(scoring, model.fallback, DefaultRule()) as scorer:
-                frame = rows[list(model.feature_names)]
-                for start in range(0, len(frame), batch):
-                    scored.predictions += scorer.score(frame.iloc[start : start + batch])
-                    done += min(batch, len(frame) - start)
-                    progress.update(done)
-                scored.metrics = scorer.metrics().as_dict()
-            out.append(scored)
-    progress.finish(done)
-    return out
-
-
 def _read_values(
     settings: BacktestSettings, topic: str, what: str, log: Callable[[str], None]
 ) -> list[bytes | None]:
@@ -355,8 +284,9 @@ def run_backtest(
 
     # 4. Scores.
     scored = score_all(
-        models, rows, settings, no_timeouts=options.no_timeouts, stream=progress_stream
-    )
+        models, rows, settings, no_timeouts=options.no_timeouts, stream=progress_stream,
+        processes=scoring_processes(settings.backtest_scoring_processes, len(models)),
+    )  # fmt: skip
 
     # 5. Labels and what production recorded, by event id.
     event_ids = set(rows[EVENT_ID].astype(str))
@@ -384,8 +314,7 @@ def run_backtest(
         time_column=definition.event_time_ms, labels=labels.by_event, recorded=recorded.by_event,
         models=[
             joins.ModelScores(
-                s.model.name, [p.score for p in s.predictions], [p.decision for p in s.predictions],
-                [str(p.path) for p in s.predictions],
+                s.model.name, s.scores.tolist(), s.decisions.tolist(), s.paths,
             )
             for s in scored
         ],
@@ -463,7 +392,7 @@ def run_backtest(
 
 
 def _output_rows(
-    frame: Any, scored: Sequence[_Scored], rows: Any, entity: str
+    frame: Any, scored: Sequence[ModelPredictions], rows: Any, entity: str
 ) -> list[dict[str, Any]]:
     """Candidate predictions as the live job writes them (plus the model's name)."""
     out = []
@@ -471,22 +400,23 @@ def _output_rows(
     for s in scored:
         if s.model.role != "candidate":
             continue
-        for event_id, entity_id, ts, p in zip(
-            frame["event_id"], entities, frame["ts"], s.predictions, strict=True
-        ):
+        for event_id, entity_id, ts, score, decision, version, path, error in zip(
+            frame["event_id"], entities, frame["ts"], s.scores.tolist(), s.decisions.tolist(),
+            s.model_versions, s.paths, s.errors, strict=True,
+        ):  # fmt: skip
             out.append(
                 {
-                    "entity": entity_id, "event_id": event_id, "score": p.score,
-                    "decision": p.decision, "model_version": p.model_version,
-                    "path": str(p.path), "model": s.model.name, "event_ts": int(ts),
-                    "error": p.error,
+                    "entity": entity_id, "event_id": event_id, "score": score,
+                    "decision": decision, "model_version": version,
+                    "path": path, "model": s.model.name, "event_ts": int(ts),
+                    "error": error,
                 }
             )  # fmt: skip
     return out
 
 
 def _metrics_and_report(
-    frame: Any, scored: Sequence[_Scored], summary: dict[str, Any], out: Path
+    frame: Any, scored: Sequence[ModelPredictions], summary: dict[str, Any], out: Path
 ) -> dict[str, Any]:
     """Metrics (rtml.backtest.metrics) and report.html with its plots (rtml.backtest.report)."""
     from rtml.backtest.metrics import ScoredModel, summarize
