@@ -171,8 +171,9 @@ def query_columns(
     from jobs.features import feature_query, source_params
     from jobs.features import query_columns as planned_columns
     from rtml import flinkjob, sqlfiles
-    from rtml.offline import offline_overrides
+    from rtml.offline import offline_overrides, prefer_throughput_gc
 
+    prefer_throughput_gc()  # the JVM this starts runs the feature run next
     feature_settings = settings.feature_job_settings()
     params = source_params(definition, feature_settings)
     t_env = flinkjob.table_environment(

@@ -18,6 +18,7 @@ from rtml.offline import (
     offline_overrides,
     parse_offsets,
     parse_time,
+    prefer_throughput_gc,
     records_read,
     resolve,
 )
@@ -288,3 +289,18 @@ def test_offline_runs_turn_on_the_window_functions_heap_state_by_its_java_name()
     for overrides in (heap, rocksdb):  # never a checkpoint, never a restart
         assert overrides["execution.checkpointing.interval"] is None
         assert overrides["restart-strategy.type"] == "none"
+
+
+def test_offline_runs_ask_for_the_parallel_collector_only_for_a_jvm_not_yet_started() -> None:
+    environ: dict[str, str] = {}
+    assert prefer_throughput_gc(environ, jvm_running=False)
+    assert environ == {"JVM_ARGS": "-XX:+UseParallelGC"}
+    other = {"JVM_ARGS": "-Xmx8g"}  # kept, the collector added
+    assert prefer_throughput_gc(other, jvm_running=False)
+    assert other == {"JVM_ARGS": "-Xmx8g -XX:+UseParallelGC"}
+    chosen = {"JVM_ARGS": "-XX:+UseZGC -Xmx8g"}  # the user's collector stays
+    assert not prefer_throughput_gc(chosen, jvm_running=False)
+    assert chosen == {"JVM_ARGS": "-XX:+UseZGC -Xmx8g"}
+    running: dict[str, str] = {}  # a JVM already runs in this process: too late to ask
+    assert not prefer_throughput_gc(running, jvm_running=True)
+    assert running == {}
