@@ -30,6 +30,7 @@ It is 0 for identical distributions. Usual reading: < 0.1 stable, 0.1-0.25 a mod
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -284,8 +285,9 @@ def pr_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
 def path_counts(paths: Iterable[str]) -> dict[str, int]:
     """Events per scoring path, every known path included (0 when unused)."""
     counts = dict.fromkeys(PATHS, 0)
-    for path in paths:
-        counts[str(path)] = counts.get(str(path), 0) + 1
+    # Counter counts in C; str() once per distinct path, not per event (800k events: 0.2 s each)
+    for path, n in collections.Counter(paths).items():
+        counts[str(path)] = counts.get(str(path), 0) + n
     return counts
 
 
@@ -464,7 +466,7 @@ def model_summary(
     """
     scores = frame[score_column(model.name)].to_numpy(dtype=float)
     decided = frame[decision_column(model.name)].to_numpy(dtype=bool)
-    paths = path_counts(frame[path_column(model.name)].astype(str))
+    paths = path_counts(frame[path_column(model.name)])
     summary: dict[str, Any] = {
         "role": model.role,
         "version": model.version,

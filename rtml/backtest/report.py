@@ -178,13 +178,9 @@ def scores_figure(frame: pd.DataFrame, models: Sequence[ScoredModel]) -> Figure:
 def fallback_figure(frame: pd.DataFrame, models: Sequence[ScoredModel]) -> Figure:
     """Stacked bars per model: share of events scored by the fallback model and by the default
     rule (together, the fallback rate)."""
+    counts = [metrics.path_counts(frame[metrics.path_column(model.name)]) for model in models]
     shares = {
-        path: [
-            metrics.path_counts(frame[metrics.path_column(model.name)].astype(str))[path]
-            / len(frame)
-            for model in models
-        ]
-        for path in ("fallback_model", "default")
+        path: [c[path] / len(frame) for c in counts] for path in ("fallback_model", "default")
     }
     positions = np.arange(len(models))
     figure = Figure(figsize=(max(4.0, 1.2 * len(models) + 2), 4))
