@@ -206,9 +206,10 @@ from pyflink.java_gateway import get_gateway
 
 settings = FeatureJobSettings(kafka_bootstrap=sys.argv[1])
 definition = featuresets.load("fraud_card", settings.features_dir)
-rows = compute_features(definition, KafkaRange.everything(), settings, topic=sys.argv[2]).rows
+result = compute_features(definition, KafkaRange.everything(), settings, topic=sys.argv[2])
 beans = get_gateway().jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
-print(json.dumps({"rows": len(rows), "collectors": [bean.getName() for bean in beans]}))
+print(json.dumps({"rows": len(result.rows), "dead_letters": result.dead_letter_counts,
+                  "collectors": [bean.getName() for bean in beans]}))
 """
 
 
@@ -225,5 +226,11 @@ def test_an_offline_run_in_a_fresh_process_gets_the_parallel_collector(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     probe = json.loads(done.stdout.strip().splitlines()[-1])
-    assert probe["rows"] == len(history["events"])
+    broker = KafkaOffsets(stack.settings.kafka_bootstrap, history["topic"])
+    try:  # what is on the topic now (the edge cases' test deletes some records)
+        start, end = broker.log_start(), broker.log_end()
+    finally:
+        broker.close()
+    assert probe["dead_letters"] == {"invalid_json": 1, "missing_card_id": 1}
+    assert probe["rows"] == sum(end[p] - start[p] for p in end) - 2
     assert set(probe["collectors"]) == {"PS Scavenge", "PS MarkSweep"}

@@ -6,6 +6,8 @@ import bisect
 import re
 from dataclasses import dataclass, field
 
+import pandas as pd
+import pyarrow as pa
 import pytest
 
 from rtml import featuresets
@@ -21,6 +23,7 @@ from rtml.offline import (
     prefer_throughput_gc,
     records_read,
     resolve,
+    split_rows,
 )
 from rtml.settings import PROJECT_ROOT
 
@@ -223,6 +226,21 @@ def test_records_read_counts_from_the_start_offsets_per_partition() -> None:
 # -- collecting a run's rows (the embedded MiniCluster, no services) -------------------------------
 
 
+def _typed_again(frame: pd.DataFrame, names: list[str], types: list) -> pd.DataFrame:
+    """What `Table.to_pandas()` gives, integer and boolean columns typed again as offline runs
+    give them (int64 and bool, pandas' nullable Int64 and boolean where a value is missing)."""
+    from pyflink.table.types import BigIntType, BooleanType, IntType, SmallIntType, TinyIntType
+
+    out = frame.copy()
+    for name, flink_type in zip(names, types, strict=True):
+        column = out[name]
+        if isinstance(flink_type, BigIntType | IntType | SmallIntType | TinyIntType):
+            out[name] = column.astype("int64") if column.notna().all() else column.astype("Int64")
+        elif isinstance(flink_type, BooleanType):
+            out[name] = column.astype("bool") if column.notna().all() else column.astype("boolean")
+    return out
+
+
 def test_collect_gives_what_to_pandas_gives_for_every_column_kind() -> None:
     """`_collect` (filesystem sink, JSON lines, pyarrow) in place of `Table.to_pandas()`: the
     same frame, dtypes included, for strings, integers, doubles that print long, booleans, both
@@ -231,7 +249,7 @@ def test_collect_gives_what_to_pandas_gives_for_every_column_kind() -> None:
     import pandas as pd
 
     from rtml import flinkjob
-    from rtml.offline import _collect, _restore_types
+    from rtml.offline import _collect, arrow_to_pandas
     from rtml.settings import FeatureJobSettings
 
     t_env = flinkjob.table_environment(FeatureJobSettings(), "offline-collect-test")
@@ -258,8 +276,9 @@ def test_collect_gives_what_to_pandas_gives_for_every_column_kind() -> None:
             frame[name] = frame[name].dt.as_unit("us")
         return frame.sort_values("small", na_position="first").reset_index(drop=True)
 
-    expected = ordered(_restore_types(table.to_pandas(), names, types))
-    collected = ordered(_restore_types(_collect(t_env, table), names, types))
+    expected = ordered(_typed_again(table.to_pandas(), names, types))
+    timezone = str(t_env.get_config().get_local_timezone())
+    collected = ordered(arrow_to_pandas(_collect(t_env, table), names, types, timezone))
     # to_pandas rounds an integer column with a NULL through float64: -2**53 - 1 became -2**53
     assert expected["n"].tolist()[0] == -9007199254740992
     pd.testing.assert_frame_equal(
@@ -304,3 +323,42 @@ def test_offline_runs_ask_for_the_parallel_collector_only_for_a_jvm_not_yet_star
     running: dict[str, str] = {}  # a JVM already runs in this process: too late to ask
     assert not prefer_throughput_gc(running, jvm_running=True)
     assert running == {}
+
+
+def test_a_runs_union_splits_into_rows_in_event_time_order_and_dead_letters_by_offset() -> None:
+    """Feature rows by event time (ties in the order read), typed without the union's NULLs;
+    dead letters by partition and offset."""
+    from pyflink.table import DataTypes
+
+    null = None
+    table = pa.table(
+        {
+            "id": ["c", "a", null, "b", "d", null],
+            "t": [30, 10, null, 30, 20, null],
+            "at": ["1970-01-01T00:00:00.030Z", "1970-01-01T00:00:00.010Z", null,
+                   "1970-01-01T00:00:00.030Z", "1970-01-01T00:00:00.020Z", null],
+            "flag": [True, False, null, True, False, null],
+            "maybe": [1, null, null, 2, 3, null],
+            "reason": [null, null, "invalid_json", null, null, "late"],
+            "source_partition": [null, null, 1, null, null, 0],
+            "source_offset": [null, null, 5, null, null, 9],
+        },
+        schema=pa.schema([("id", pa.string()), ("t", pa.int64()), ("at", pa.string()),
+                          ("flag", pa.bool_()), ("maybe", pa.int64()), ("reason", pa.string()),
+                          ("source_partition", pa.int64()), ("source_offset", pa.int64())]),
+    )  # fmt: skip
+    names = ["id", "t", "at", "flag", "maybe"]
+    types = [DataTypes.STRING(), DataTypes.BIGINT(), DataTypes.TIMESTAMP_LTZ(3),
+             DataTypes.BOOLEAN(), DataTypes.BIGINT()]  # fmt: skip
+    rows, dead = split_rows(table, names, types, "Europe/Berlin", "t")
+
+    assert rows["id"].tolist() == ["a", "d", "c", "b"]  # 10, 20, 30, 30: c read before b
+    assert rows["t"].dtype == "int64" and rows["flag"].dtype == bool
+    assert rows["maybe"].dtype == "Int64" and rows["maybe"].isna().tolist() == [1, 0, 0, 0]
+    assert str(rows["at"].dtype) == "datetime64[us, Europe/Berlin]"
+    assert rows["at"].tolist()[0] == pd.Timestamp(10, unit="ms", tz="UTC")
+    assert list(rows.index) == [0, 1, 2, 3]
+    assert dead.to_dict("list") == {
+        "reason": ["late", "invalid_json"], "source_partition": [0, 1], "source_offset": [9, 5],
+    }  # fmt: skip
+    assert dead["source_offset"].dtype == "int64"
