@@ -222,16 +222,27 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
             itemsState = held.items;
             dequesState = held.deques;
         }
-        KeyCache cached = cachedKeys.of(partition, System.currentTimeMillis());
+        // On the heap the maps are the state: read and written in place, no buffer, no cache.
+        KeyCache cached = heap == null ? cachedKeys.of(partition, System.currentTimeMillis()) : null;
         StateBuffer<Long, Entry> log =
-                new StateBuffer<>(
-                        logState, cached.log, cachedKeys.limit(KeyCache.LOG_ENTRIES_PER_KEY + 1));
+                heap != null
+                        ? StateBuffer.direct(logState)
+                        : new StateBuffer<>(
+                                logState,
+                                cached.log,
+                                cachedKeys.limit(KeyCache.LOG_ENTRIES_PER_KEY + 1));
         StateBuffer<String, long[]> items =
-                new StateBuffer<>(
-                        itemsState, cached.items, cachedKeys.limit(KeyCache.ENTRIES_PER_KEY));
+                heap != null
+                        ? StateBuffer.direct(itemsState)
+                        : new StateBuffer<>(
+                                itemsState, cached.items, cachedKeys.limit(KeyCache.ENTRIES_PER_KEY));
         StateBuffer<Long, Slot> deques =
-                new StateBuffer<>(
-                        dequesState, cached.deques, cachedKeys.limit(KeyCache.ENTRIES_PER_KEY));
+                heap != null
+                        ? StateBuffer.direct(dequesState)
+                        : new StateBuffer<>(
+                                dequesState,
+                                cached.deques,
+                                cachedKeys.limit(KeyCache.ENTRIES_PER_KEY));
         if (meta.heads == null || eventTime - meta.newest > windowLengths[longest]) {
             // New key, or every window has emptied since its last event: start over without
             // reading old entries (some may have expired by TTL).
@@ -286,7 +297,9 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
         entry.value = value;
         entry.items = eventItems;
         log.put(seq, entry);
-        cached.log.remove(seq - KeyCache.LOG_ENTRIES_PER_KEY); // only the recent ones stay cached
+        if (cached != null) {
+            cached.log.remove(seq - KeyCache.LOG_ENTRIES_PER_KEY); // only the recent ones stay cached
+        }
         for (int w = 0; w < n; w++) {
             if (meta.heads[w] == seq) { // the window was empty: this entry is its oldest
                 meta.headTimes[w] = now;
@@ -322,7 +335,9 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
         log.flush();
         items.flush();
         deques.flush();
-        cachedKeys.update(cached);
+        if (cached != null) {
+            cachedKeys.update(cached);
+        }
 
         Long[] counts = new Long[n];
         Double[] sums = new Double[n];

@@ -26,19 +26,40 @@ final class StateBuffer<K, V> {
     private static final Object REMOVED = new Object();
 
     private final MapView<K, V> state;
-    private final Map<K, V> cache;
+    private final Map<K, V> cache; // null: direct
     private final int cacheLimit;
-    private final Map<K, Object> touched = new HashMap<>(); // read or written: value or REMOVED
-    private final Set<K> dirty = new HashSet<>(); // written
+    private final Map<K, Object> touched; // read or written: value or REMOVED
+    private final Set<K> dirty; // written
 
     StateBuffer(MapView<K, V> state, Map<K, V> cache, int cacheLimit) {
         this.state = state;
         this.cache = cache;
         this.cacheLimit = cacheLimit;
+        this.touched = new HashMap<>();
+        this.dirty = new HashSet<>();
+    }
+
+    private StateBuffer(MapView<K, V> state) {
+        this.state = state;
+        this.cache = null;
+        this.cacheLimit = 0;
+        this.touched = null;
+        this.dirty = null;
+    }
+
+    /**
+     * Reads and writes straight to {@code state}, {@link #flush()} a no-op: for state that is a
+     * plain map on the heap ({@link HeapWindows}), where a buffer and a cache only cost.
+     */
+    static <K, V> StateBuffer<K, V> direct(MapView<K, V> state) {
+        return new StateBuffer<>(state);
     }
 
     @SuppressWarnings("unchecked")
     V get(K key) throws Exception {
+        if (cache == null) {
+            return state.get(key);
+        }
         Object held = touched.get(key);
         if (held != null) {
             return held == REMOVED ? null : (V) held;
@@ -51,18 +72,30 @@ final class StateBuffer<K, V> {
         return value;
     }
 
-    void put(K key, V value) {
+    void put(K key, V value) throws Exception {
+        if (cache == null) {
+            state.put(key, value);
+            return;
+        }
         touched.put(key, value);
         dirty.add(key);
     }
 
-    void remove(K key) {
+    void remove(K key) throws Exception {
+        if (cache == null) {
+            state.remove(key);
+            return;
+        }
         touched.put(key, REMOVED);
         dirty.add(key);
     }
 
     /** Empty the state, the cache and this call's entries. */
-    void clear() {
+    void clear() throws Exception {
+        if (cache == null) {
+            state.clear();
+            return;
+        }
         touched.clear();
         dirty.clear();
         cache.clear();
@@ -72,6 +105,9 @@ final class StateBuffer<K, V> {
     /** Write what was put or removed since the last flush, once each, to state and cache. */
     @SuppressWarnings("unchecked")
     void flush() throws Exception {
+        if (cache == null) {
+            return;
+        }
         for (K key : dirty) {
             Object value = touched.get(key);
             if (value == REMOVED) {
