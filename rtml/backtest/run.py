@@ -36,13 +36,7 @@ from rtml.backtest.model_folders import (
     unique_names,
 )
 from rtml.backtest.progress import Progress
-from rtml.backtest.scoring import (  # noqa: F401 - NO_TIMEOUT_MS, scoring_settings: re-exported
-    NO_TIMEOUT_MS,
-    ModelPredictions,
-    score_all,
-    scoring_processes,
-    scoring_settings,
-)
+from rtml.backtest.scoring import ModelPredictions, score_all, scoring_processes
 from rtml.generators.fraud import LABELS_TOPIC
 from rtml.offline import KafkaRange
 from rtml.settings import BacktestSettings, StackSettings

@@ -23,7 +23,7 @@ from rtml.backtest.model_folders import (
     unique_names,
 )
 from rtml.backtest.progress import Progress, format_duration, render
-from rtml.backtest.run import NO_TIMEOUT_MS, scoring_settings
+from rtml.backtest.scoring import NO_TIMEOUT_MS, scoring_settings
 from rtml.settings import BacktestSettings
 
 
