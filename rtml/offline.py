@@ -600,7 +600,6 @@ def compute_features(
     of the range once the run has ended; the group is deleted afterwards. Without, it commits
     nothing.
     """
-    from pyflink.table import DataTypes
     from pyflink.table.expressions import col, lit, null_of
 
     from jobs.features import feature_query, source_params
@@ -651,11 +650,7 @@ def compute_features(
         # One job, one collect: feature rows and dead letters in one union, told apart by `reason`.
         schema = features.get_schema()
         names, types = schema.get_field_names(), schema.get_field_data_types()
-        extra = [
-            ("reason", DataTypes.STRING()),
-            ("source_partition", DataTypes.INT()),
-            ("source_offset", DataTypes.BIGINT()),
-        ]
+        extra = _dead_letter_fields()
         taken = set(names) & {name for name, _ in extra}
         if taken:
             raise RangeError(
@@ -825,16 +820,19 @@ def split_rows(
     dead = dead.take(
         pc.sort_indices(dead, [("source_partition", "ascending"), ("source_offset", "ascending")])
     )
+    dead_types = [kind for _, kind in _dead_letter_fields()]
     return (
         arrow_to_pandas(features, names, types, timezone),
-        arrow_to_pandas(dead, list(DEAD_LETTER_COLUMNS), _dead_letter_types(), timezone),
+        arrow_to_pandas(dead, list(DEAD_LETTER_COLUMNS), dead_types, timezone),
     )
 
 
-def _dead_letter_types() -> list:
+def _dead_letter_fields() -> list[tuple[str, object]]:
+    """(name, Flink type) of the dead-letter columns an offline run collects beside the rows."""
     from pyflink.table import DataTypes
 
-    return [DataTypes.STRING(), DataTypes.INT(), DataTypes.BIGINT()]  # DEAD_LETTER_COLUMNS
+    kinds = [DataTypes.STRING(), DataTypes.INT(), DataTypes.BIGINT()]
+    return list(zip(DEAD_LETTER_COLUMNS, kinds, strict=True))
 
 
 def arrow_to_pandas(table: pa.Table, names: list[str], types: list, timezone: str) -> pd.DataFrame:

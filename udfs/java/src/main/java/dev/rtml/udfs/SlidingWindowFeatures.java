@@ -208,41 +208,34 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
         ProcessTableFunction.TimeContext<Long> time = ctx.timeContext(Long.class);
         long eventTime = time.time();
         if (cachedKeys == null) {
-            long cacheLimit = cacheEntries(cacheEntries); // checked in both modes
-            // On the heap, state is memory already: nothing to cache.
-            cachedKeys = new KeyCache.Keys(heap == null ? cacheLimit : 0);
+            cachedKeys = new KeyCache.Keys(cacheEntries(cacheEntries)); // checked in both modes
         }
         Object partition = partitionKey(input);
+        KeyCache cached = null;
+        StateBuffer<Long, Entry> log;
+        StateBuffer<String, long[]> items;
+        StateBuffer<Long, Slot> deques;
         if (heap != null) {
             HeapWindows.Key held = heap.of(partition, time.currentWatermark(), windowLengths[longest]);
             // Flink would otherwise keep the unused meta argument (a new, empty value) per key.
             ctx.clearState("meta");
             meta = held.meta;
-            logState = held.log;
-            itemsState = held.items;
-            dequesState = held.deques;
+            // The maps are the state, in memory already: read and written in place, no buffer,
+            // no cache.
+            log = StateBuffer.direct(held.log);
+            items = StateBuffer.direct(held.items);
+            deques = StateBuffer.direct(held.deques);
+        } else {
+            cached = cachedKeys.of(partition, System.currentTimeMillis());
+            int recentLog = cachedKeys.limit(KeyCache.LOG_ENTRIES_PER_KEY + 1);
+            log = new StateBuffer<>(logState, cached.log, recentLog);
+            items =
+                    new StateBuffer<>(
+                            itemsState, cached.items, cachedKeys.limit(KeyCache.ENTRIES_PER_KEY));
+            deques =
+                    new StateBuffer<>(
+                            dequesState, cached.deques, cachedKeys.limit(KeyCache.ENTRIES_PER_KEY));
         }
-        // On the heap the maps are the state: read and written in place, no buffer, no cache.
-        KeyCache cached = heap == null ? cachedKeys.of(partition, System.currentTimeMillis()) : null;
-        StateBuffer<Long, Entry> log =
-                heap != null
-                        ? StateBuffer.direct(logState)
-                        : new StateBuffer<>(
-                                logState,
-                                cached.log,
-                                cachedKeys.limit(KeyCache.LOG_ENTRIES_PER_KEY + 1));
-        StateBuffer<String, long[]> items =
-                heap != null
-                        ? StateBuffer.direct(itemsState)
-                        : new StateBuffer<>(
-                                itemsState, cached.items, cachedKeys.limit(KeyCache.ENTRIES_PER_KEY));
-        StateBuffer<Long, Slot> deques =
-                heap != null
-                        ? StateBuffer.direct(dequesState)
-                        : new StateBuffer<>(
-                                dequesState,
-                                cached.deques,
-                                cachedKeys.limit(KeyCache.ENTRIES_PER_KEY));
         if (meta.heads == null || eventTime - meta.newest > windowLengths[longest]) {
             // New key, or every window has emptied since its last event: start over without
             // reading old entries (some may have expired by TTL).
