@@ -25,14 +25,16 @@ Each variant, in turn (one job at a time on the 2 cores, parallelism 1):
    it goes and commits at checkpoints, so uncommitted end offsets follow the job continuously).
 2. Latency, on the same running job: transactions sent at half of that measured rate for
    --latency-seconds (after 5 s of warm-up) through Kafka's Java console producer, each with
-   `ts` = the wall clock when sent; a `read_committed` consumer of the predictions topic (its own
-   thread) notes when each event's prediction first becomes visible. Latency = visible - ts:
+   `ts` = the wall clock when sent; `read_committed` consumers of the predictions topic (Kafka's
+   Java console consumer, one per partition, each line stamped by a thread of this process as it
+   arrives) note when each event's prediction first becomes visible. Latency = visible - ts:
    Kafka, the job (or loop), the model server and, in exactly-once mode, the wait for the
    checkpoint that commits the transaction. Predictions not visible 15 s after the last event
    are counted as `unseen`. For the Flink variants, the checkpoints completed meanwhile:
    end-to-end durations and sizes, and for the slowest one, per operator chain, the parts of its
    slowest subtask (start delay: the barrier's way there, behind the records queued before it;
-   alignment; sync and async phases).
+   alignment; sync and async phases); for an exactly-once sink, per committed transaction, the
+   parts of its oldest event's wait (`exactly_once_wait`).
 3. Finally (a) at-least-once against a V2 stub server that never answers in time (it sleeps 5 s
    per request), with the published model as the local fallback model: the same latency
    measurement at rtml's at-least-once half rate, plus the fallback rate and the scorer's own
@@ -57,12 +59,13 @@ import platform
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -300,44 +303,106 @@ def watch(bootstrap: str, topic: str, events: int, limit_s: float = 900) -> dict
     }
 
 
-class Visibility(threading.Thread):
-    """A `read_committed` consumer of a predictions topic, from its end: when each event id's
-    prediction first became visible (wall clock ms), with the prediction's path and latency_ms."""
+def stamped_lines(
+    chunks: Iterable[tuple[int, bytes]], carry: bytes = b""
+) -> tuple[list[tuple[int, bytes]], bytes]:
+    """The complete lines of output read in stamped chunks, each with the stamp of the chunk that
+    ended it, and the unfinished rest (`carry`: the start of the next call's first line) (pure)."""
+    lines: list[tuple[int, bytes]] = []
+    for stamp, data in chunks:
+        *complete, carry = (carry + data).split(b"\n")
+        lines.extend((stamp, line) for line in complete)
+    return lines, carry
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+
+class Visibility:
+    """When each event id's prediction first became visible to a `read_committed` consumer of a
+    predictions topic (wall clock ms), with the prediction's path and latency_ms.
+
+    The consumers are Kafka's Java console consumer, one per partition, from the partition's
+    current end: a thread per consumer only stamps each chunk of its output with the wall clock
+    as it arrives; the lines are parsed when `seen` is read. A kafka-python consumer parsing JSON
+    in this process took ~0.6 s to read one exactly-once transaction of 15k predictions, and the
+    later records of it were stamped that much late (the measuring process is also sending).
+    """
+
+    def __init__(self, bootstrap: str, topic: str, jars: Path, log: Path) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
-        super().__init__(name=f"visibility-{topic}", daemon=True)
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, isolation_level="read_committed", group_id=None,
-            enable_auto_commit=False, fetch_max_wait_ms=20,
-        )  # fmt: skip
-        partitions = [TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic)]
-        self.consumer.assign(partitions)
-        self.consumer.seek_to_end(*partitions)
-        for partition in partitions:  # resolve the end now, before the events are sent
-            self.consumer.position(partition)
-        self.seen: dict[str, tuple[int, str | None, float | None]] = {}
-        self.duplicates = 0
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
+        probe = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
         try:
-            while not self.stopping.is_set():
-                for batch in self.consumer.poll(timeout_ms=50).values():
-                    now = wall_ms()
-                    for record in batch:
-                        row = json.loads(record.value)
-                        if row["event_id"] in self.seen:
-                            self.duplicates += 1
-                        else:
-                            self.seen[row["event_id"]] = (
-                                now,
-                                row.get("path"),
-                                row.get("latency_ms"),
-                            )
+            partitions = [
+                TopicPartition(topic, p) for p in sorted(probe.partitions_for_topic(topic))
+            ]
+            ends = probe.end_offsets(partitions)  # read_committed: each partition's stable end
         finally:
-            self.consumer.close()
+            probe.close()
+        self.log = log.open("wb")
+        self.processes = [
+            subprocess.Popen(
+                ["java", "-Xmx256m", "-cp", f"{jars}/*",
+                 "org.apache.kafka.tools.consumer.ConsoleConsumer",
+                 "--bootstrap-server", bootstrap, "--topic", topic,
+                 "--partition", str(partition.partition), "--offset", str(ends[partition]),
+                 "--isolation-level", "read_committed",
+                 "--command-property", "fetch.max.wait.ms=10"],
+                stdout=subprocess.PIPE, stderr=self.log,
+            )
+            for partition in partitions
+        ]  # fmt: skip
+        self._chunks: list[list[tuple[int, bytes]]] = [[] for _ in self.processes]
+        self._readers = [
+            threading.Thread(target=self._read, args=(process, chunks), daemon=True)
+            for process, chunks in zip(self.processes, self._chunks, strict=True)
+        ]
+        self._parsed = [0 for _ in self.processes]
+        self._carry = [b"" for _ in self.processes]
+        self._seen: dict[str, tuple[int, str | None, float | None]] = {}
+        self.duplicates = 0
+        self.other_lines: list[str] = []
+
+    def start(self) -> None:
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(process: subprocess.Popen, chunks: list[tuple[int, bytes]]) -> None:
+        assert process.stdout is not None
+        fd = process.stdout.fileno()
+        while data := os.read(fd, 1 << 20):
+            chunks.append((wall_ms(), data))
+
+    @property
+    def seen(self) -> dict[str, tuple[int, str | None, float | None]]:
+        """Event id -> (first visible ms, path, latency_ms), for every line read so far."""
+        for i, chunks in enumerate(self._chunks):
+            arrived = len(chunks)
+            lines, self._carry[i] = stamped_lines(chunks[self._parsed[i] : arrived], self._carry[i])
+            self._parsed[i] = arrived
+            for stamp, line in lines:
+                if line.startswith(b"{"):
+                    self._note(json.loads(line), stamp)
+                elif line.strip():  # the tool's own messages (log4j prints to stdout)
+                    self.other_lines.append(line.decode(errors="replace"))
+        return self._seen
+
+    def _note(self, row: dict, stamp: int) -> None:
+        if row["event_id"] in self._seen:
+            self.duplicates += 1
+        else:
+            self._seen[row["event_id"]] = (stamp, row.get("path"), row.get("latency_ms"))
+
+    def stop(self) -> None:
+        """Stop the consumers; what they printed stays readable through `seen`."""
+        for process in self.processes:
+            process.terminate()
+        for process, reader in zip(self.processes, self._readers, strict=True):
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            reader.join(timeout=10)
+        self.log.close()
 
 
 def send_at_rate(
@@ -376,13 +441,15 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def measure_latency(
-    bootstrap: str, jars: Path, source: str, out: str, rate: float, seconds: float, log: Path
-) -> dict:
-    """Events sent at `rate` with ts = now -> predictions visible to read_committed (see above)."""
+    bootstrap: str, jars: Path, source: str, out: str, rate: float, seconds: float, log: Path,
+    visible_and_sent: list[tuple[int, int]] | None = None,
+) -> dict:  # fmt: skip
+    """Events sent at `rate` with ts = now -> predictions visible to read_committed (see above);
+    each measured event's (visible, sent) wall clock ms go to `visible_and_sent` if given."""
     from bench.features import ConsoleProducer
     from rtml.generators import GENERATORS
 
-    visibility = Visibility(bootstrap, out)
+    visibility = Visibility(bootstrap, out, jars, log.with_suffix(".consumer.log"))
     visibility.start()
     producer = ConsoleProducer(bootstrap, source, jars, log)
     count = int(rate * (WARMUP_S + seconds) * 1.2) + 1000
@@ -397,10 +464,12 @@ def measure_latency(
         while time.monotonic() < deadline and not measured.keys() <= visibility.seen.keys():
             time.sleep(0.1)
     finally:
-        visibility.stopping.set()
-        visibility.join(timeout=10)
+        visibility.stop()
         producer.close()
-    seen = [(visibility.seen[e], ts) for e, ts in measured.items() if e in visibility.seen]
+    visible = visibility.seen
+    seen = [(visible[e], ts) for e, ts in measured.items() if e in visible]
+    if visible_and_sent is not None:
+        visible_and_sent.extend((visible, ts) for (visible, _, _), ts in seen)
     result = {
         "target_events_per_s": round(rate),
         "achieved_events_per_s": round(achieved),
@@ -409,6 +478,7 @@ def measure_latency(
         "seen": len(seen),
         "unseen": len(measured) - len(seen),
         "duplicates_seen": visibility.duplicates,
+        "consumer_messages": visibility.other_lines[:10],
         "latency_ms": summary([visible - ts for (visible, _, _), ts in seen]),
         "load_average_1m": {"before": load_before, "after": load_after},
     }
@@ -456,6 +526,51 @@ def checkpoint_stats(overview: dict, since_ms: int) -> dict | None:
         "completed": len(done),
         "end_to_end_ms": summary([float(c["end_to_end_duration"]) for c in done]),
         "checkpointed_bytes": summary([float(c.get("checkpointed_size", 0)) for c in done]),
+    }
+
+
+def exactly_once_wait(
+    visible_and_sent: list[tuple[int, int]], overview: dict, since_ms: int
+) -> dict | None:
+    """Where an exactly-once prediction's wait beyond the checkpoint interval goes (pure).
+
+    The predictions that became visible after checkpoint k's last acknowledgement (and not after
+    k+1's) are the transaction that checkpoint k committed. For each such transaction: the
+    trigger interval (k-1 to k), the checkpoint's end-to-end duration, the time from its last
+    acknowledgement to the first of them being visible (notification, commit, consumer fetch),
+    and how long before checkpoint k-1's trigger its oldest event was sent (the source's
+    ingestion lag: an event read after the barrier waits for the next checkpoint). The
+    transaction's oldest event waits about the sum of these.
+    """
+    done = sorted(
+        (
+            c for c in overview.get("history", [])
+            if c.get("status") == "COMPLETED" and c.get("trigger_timestamp", 0) >= since_ms
+        ),
+        key=lambda c: c["trigger_timestamp"],
+    )  # fmt: skip
+    parts: dict[str, list[float]] = {
+        "trigger_interval": [], "end_to_end": [], "ack_to_visible": [],
+        "sent_before_previous_trigger": [], "oldest_event_wait": [],
+    }  # fmt: skip
+    for previous, current, following in zip(done, done[1:], [*done[2:], None], strict=False):
+        acked = current["latest_ack_timestamp"]
+        until = following["latest_ack_timestamp"] if following else float("inf")
+        batch = [(v, ts) for v, ts in visible_and_sent if acked < v <= until]
+        if not batch:
+            continue
+        oldest = min(ts for _, ts in batch)
+        parts["trigger_interval"].append(
+            current["trigger_timestamp"] - previous["trigger_timestamp"]
+        )
+        parts["end_to_end"].append(float(current["end_to_end_duration"]))
+        parts["ack_to_visible"].append(min(v for v, _ in batch) - acked)
+        parts["sent_before_previous_trigger"].append(previous["trigger_timestamp"] - oldest)
+        parts["oldest_event_wait"].append(max(v - ts for v, ts in batch))
+    if not parts["end_to_end"]:
+        return None
+    return {"transactions": len(parts["end_to_end"])} | {
+        f"{name}_ms": summary(values) for name, values in parts.items()
     }
 
 
@@ -602,10 +717,11 @@ def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
 
         def flink_variant(
             variant: str, module: str, events: int, env: dict[str, str], *,
-            latency: bool = True, rate_of: str | None = None,
+            latency: bool = True, rate_of: str | None = None, exactly_once: bool = True,
         ) -> None:  # fmt: skip
             """Submit, measure events/s over the backlog, then (with `latency`) the latency at
-            half of `rate_of`'s events/s (this variant's when None), then cancel."""
+            half of `rate_of`'s events/s (this variant's when None) with its checkpoints (and,
+            for an `exactly_once` sink, where the wait goes), then cancel."""
             source, out = prepare(variant, events)
             env = {
                 **base_env, **env,
@@ -630,9 +746,10 @@ def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
                 if latency:
                     rate = results["throughput"][rate_of or variant]["events_per_s"] / 2
                     since_ms = wall_ms()
+                    visible_and_sent: list[tuple[int, int]] = []
                     results["latency"][variant] = measure_latency(
                         bootstrap, jars, source, out, rate, args.latency_seconds,
-                        folder / f"{variant}-latency.log",
+                        folder / f"{variant}-latency.log", visible_and_sent,
                     )  # fmt: skip
                     # What an exactly-once prediction waits for beyond the interval.
                     overview = rest.checkpoints(job_id)
@@ -649,6 +766,10 @@ def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
                         )
                         stats["slowest_by_operator_ms"] = slowest_operators(
                             rest, job_id, slowest["id"]
+                        )
+                    if stats is not None and exactly_once:
+                        stats["exactly_once_wait"] = exactly_once_wait(
+                            visible_and_sent, overview, since_ms
                         )
                     results["latency"][variant]["checkpoints"] = stats
                     print(variant, results["latency"][variant], flush=True)
@@ -688,7 +809,7 @@ def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
                     "stalled", "jobs.scoring", args.stall_events,
                     {"RTML_SCORING_DELIVERY": "at-least-once", "RTML_MODEL_URL": stub.url,
                      "RTML_SCORING_FALLBACK_MODEL": str(published)},
-                    rate_of="rtml_alo",
+                    rate_of="rtml_alo", exactly_once=False,
                 )  # fmt: skip
                 stalled = results["latency"]["stalled"]
                 stalled["stub_infer_requests"] = stub.stats()["infer_requests"]
@@ -699,8 +820,9 @@ def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
             flink_variant("rtml_eo", "jobs.scoring", args.events, {})
         if "rtml_alo" in variants:
             flink_variant(
-                "rtml_alo", "jobs.scoring", args.events, {"RTML_SCORING_DELIVERY": "at-least-once"}
-            )
+                "rtml_alo", "jobs.scoring", args.events,
+                {"RTML_SCORING_DELIVERY": "at-least-once"}, exactly_once=False,
+            )  # fmt: skip
         if "stock" in variants:
             flink_variant("stock", "bench.scoring", args.stock_events, {})
         if "loop" in variants:

@@ -1,10 +1,11 @@
-"""bench.scoring: choosing a subset of variants, and judging a run that measured only some."""
+"""bench.scoring: a subset of variants, judging a partial run, where the exactly-once wait goes, and
+the visibility consumers' stamped lines."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.scoring import chosen_variants, judge
+from bench.scoring import chosen_variants, exactly_once_wait, judge, stamped_lines
 
 
 def test_variants_run_in_the_fixed_order_whatever_order_they_are_named_in() -> None:
@@ -66,3 +67,51 @@ def test_a_full_run_is_judged_on_every_target() -> None:
     # stock ratio, loop ratio, exactly-once p99, at-least-once p99, stalled scoring, stalled end
     # to end (limit 250 + 50 + the healthy run's 140 - 20 = 420 ms)
     assert [t["met"] for t in judged["targets"]] == [True, False, False, True, True, True]
+
+
+def _checkpoint(trigger: int, duration: int) -> dict:
+    return {
+        "status": "COMPLETED", "trigger_timestamp": trigger,
+        "latest_ack_timestamp": trigger + duration, "end_to_end_duration": duration,
+    }  # fmt: skip
+
+
+def test_the_exactly_once_wait_is_split_per_committed_transaction() -> None:
+    # checkpoints every 5 s taking 300 ms; each transaction visible 40 ms after its last ack
+    overview = {
+        "history": [
+            _checkpoint(10_000, 300), _checkpoint(15_000, 300), _checkpoint(20_000, 300),
+            {"status": "FAILED", "trigger_timestamp": 25_000},
+            _checkpoint(4_000, 100),  # before the measurement: ignored
+        ]
+    }  # fmt: skip
+    visible_and_sent = [
+        (10_340, 9_990),  # committed by the first checkpoint: no earlier one to compare with
+        (15_340, 9_980), (15_345, 12_000), (15_350, 14_990),  # committed by the second
+        (20_340, 14_985), (20_350, 19_000),  # by the third
+    ]  # fmt: skip
+    wait = exactly_once_wait(visible_and_sent, overview, since_ms=5_000)
+    assert wait is not None
+    assert wait["transactions"] == 2
+    assert wait["trigger_interval_ms"]["max"] == 5000
+    assert wait["end_to_end_ms"]["max"] == 300
+    assert wait["ack_to_visible_ms"]["p50"] == 40
+    # the oldest event of each was sent 20 and 15 ms before the previous checkpoint's trigger
+    assert wait["sent_before_previous_trigger_ms"]["max"] == 20
+    assert wait["sent_before_previous_trigger_ms"]["mean"] == 17.5
+    assert wait["oldest_event_wait_ms"]["max"] == 15_340 - 9_980
+
+
+def test_no_committed_transaction_means_no_exactly_once_wait() -> None:
+    overview = {"history": [_checkpoint(10_000, 300)]}
+    assert exactly_once_wait([(10_340, 9_990)], overview, since_ms=5_000) is None
+
+
+def test_lines_read_in_chunks_carry_the_stamp_of_the_chunk_that_ended_them() -> None:
+    chunks = [(100, b'{"a": 1}\n{"b"'), (105, b": 2}\n"), (110, b"{}\n{"), (120, b"")]
+    lines, carry = stamped_lines(chunks)
+    assert lines == [(100, b'{"a": 1}'), (105, b'{"b": 2}'), (110, b"{}")]
+    assert carry == b"{"
+    more, carry = stamped_lines([(130, b'"c": 3}\n')], carry)
+    assert more == [(130, b'{"c": 3}')]
+    assert carry == b""
