@@ -167,6 +167,12 @@ class Poller(threading.Thread):
             time.sleep(POLL_INTERVAL_S)
 
 
+# Kafka's Java tools as the benchmarks' producers and consumers: a small heap, the serial collector
+# and the C1 compiler only, so that compiling and collecting take less of the two cores the
+# measured job runs on (the tools' work per record is light; C2's start-up compiling is not).
+TOOL_JVM_OPTIONS = ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
+
+
 class ConsoleProducer:
     """Kafka's Java producer (ConsoleProducer) fed `key<TAB>value` lines on its stdin.
 
@@ -176,7 +182,8 @@ class ConsoleProducer:
     def __init__(self, bootstrap: str, topic: str, jars: Path, log: Path) -> None:
         self.log = log.open("wb")
         self.process = subprocess.Popen(
-            ["java", "-Xmx256m", "-cp", f"{jars}/*", "org.apache.kafka.tools.ConsoleProducer",
+            ["java", *TOOL_JVM_OPTIONS, "-cp", f"{jars}/*",
+             "org.apache.kafka.tools.ConsoleProducer",
              "--bootstrap-server", bootstrap, "--topic", topic,
              "--reader-property", "parse.key=true", "--reader-property", "key.separator=\t",
              "--producer-property", "linger.ms=5", "--producer-property", "acks=all"],

@@ -329,6 +329,8 @@ class Visibility:
     def __init__(self, bootstrap: str, topic: str, jars: Path, log: Path) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
+        from bench.features import TOOL_JVM_OPTIONS
+
         probe = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
         try:
             partitions = [
@@ -340,7 +342,7 @@ class Visibility:
         self.log = log.open("wb")
         self.processes = [
             subprocess.Popen(
-                ["java", "-Xmx256m", "-cp", f"{jars}/*",
+                ["java", *TOOL_JVM_OPTIONS, "-cp", f"{jars}/*",
                  "org.apache.kafka.tools.consumer.ConsoleConsumer",
                  "--bootstrap-server", bootstrap, "--topic", topic,
                  "--partition", str(partition.partition), "--offset", str(ends[partition]),
