@@ -1,6 +1,6 @@
 """Events/s and end-to-end latency of three ways to score fraud transactions, side by side.
 
-    .venv/bin/python -m bench.scoring [--events 20000] [--stock-events 3000]
+    .venv/bin/python -m bench.scoring [--events 60000] [--stock-events 3000]
         [--latency-seconds 20] [--stall-events 2000] [--with-features-only]
         [--conf KEY=VALUE ...] [--out bench/results/scoring.json]
 
@@ -617,7 +617,7 @@ def variant_featuresets(folder: Path, variants: list[str]) -> tuple[Path, dict[s
 
 def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=20_000, help="backlog per variant")
+    parser.add_argument("--events", type=int, default=60_000, help="backlog per variant")
     parser.add_argument("--stock-events", type=int, default=3_000, help="the stock variant's")
     parser.add_argument("--stall-events", type=int, default=2_000, help="warm-up of the stall run")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
