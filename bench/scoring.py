@@ -298,9 +298,16 @@ def watch(bootstrap: str, topic: str, events: int, limit_s: float = 900) -> dict
         raise RuntimeError(f"{topic}: {events} predictions not there after {limit_s} s")
     return {
         "events": events,
-        "events_per_s": round(0.8 * events / max(1e-3, marks[1.0] - marks[0.2])),
+        "events_per_s": backlog_rate(events, marks[0.2], marks[1.0]),
         "seconds_to_all": round(marks[1.0] - started, 1),
     }
+
+
+def backlog_rate(events: int, at_20_percent: float, at_100_percent: float) -> int | None:
+    """events/s between 20% and 100% of a backlog arriving; None when both were seen in one poll
+    (the stalled run's small backlog): the rate is then unknown, not huge (pure)."""
+    seconds = at_100_percent - at_20_percent
+    return round(0.8 * events / seconds) if seconds > 0 else None
 
 
 def stamped_lines(
@@ -746,7 +753,13 @@ def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
                 results["throughput"][variant] = watch(bootstrap, out, events)
                 print(variant, results["throughput"][variant], flush=True)
                 if latency:
-                    rate = results["throughput"][rate_of or variant]["events_per_s"] / 2
+                    measured = results["throughput"][rate_of or variant]["events_per_s"]
+                    if measured is None:
+                        raise RuntimeError(
+                            f"{rate_of or variant}: the backlog arrived within one poll, so its "
+                            "rate is unknown: raise --events (or --stall-events)"
+                        )
+                    rate = measured / 2
                     since_ms = wall_ms()
                     visible_and_sent: list[tuple[int, int]] = []
                     results["latency"][variant] = measure_latency(
