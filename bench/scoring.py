@@ -310,6 +310,18 @@ def backlog_rate(events: int, at_20_percent: float, at_100_percent: float) -> in
     return round(0.8 * events / seconds) if seconds > 0 else None
 
 
+def half_rate(results: dict, variant: str) -> float:
+    """Half of `variant`'s measured events/s, the rate its latency is measured at; an error
+    when its backlog arrived too fast to measure (pure)."""
+    measured = results["throughput"][variant]["events_per_s"]
+    if measured is None:
+        raise RuntimeError(
+            f"{variant}: the backlog arrived within one poll, so its rate is unknown: raise "
+            "--events (or --stall-events)"
+        )
+    return measured / 2
+
+
 def stamped_lines(
     chunks: Iterable[tuple[int, bytes]], carry: bytes = b""
 ) -> tuple[list[tuple[int, bytes]], bytes]:
@@ -391,7 +403,7 @@ class Visibility:
             for stamp, line in lines:
                 if line.startswith(b"{"):
                     self._note(json.loads(line), stamp)
-                elif line.strip():  # the tool's own messages (log4j prints to stdout)
+                elif line.strip():  # the tool's own messages (its option warnings go to stdout)
                     self.other_lines.append(line.decode(errors="replace"))
         return self._seen
 
@@ -475,8 +487,8 @@ def measure_latency(
     finally:
         visibility.stop()
         producer.close()
-    visible = visibility.seen
-    seen = [(visible[e], ts) for e, ts in measured.items() if e in visible]
+    first_seen = visibility.seen
+    seen = [(first_seen[e], ts) for e, ts in measured.items() if e in first_seen]
     if visible_and_sent is not None:
         visible_and_sent.extend((visible, ts) for (visible, _, _), ts in seen)
     result = {
@@ -753,13 +765,7 @@ def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
                 results["throughput"][variant] = watch(bootstrap, out, events)
                 print(variant, results["throughput"][variant], flush=True)
                 if latency:
-                    measured = results["throughput"][rate_of or variant]["events_per_s"]
-                    if measured is None:
-                        raise RuntimeError(
-                            f"{rate_of or variant}: the backlog arrived within one poll, so its "
-                            "rate is unknown: raise --events (or --stall-events)"
-                        )
-                    rate = measured / 2
+                    rate = half_rate(results, rate_of or variant)
                     since_ms = wall_ms()
                     visible_and_sent: list[tuple[int, int]] = []
                     results["latency"][variant] = measure_latency(
@@ -805,7 +811,7 @@ def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
             try:
                 results["throughput"]["loop"] = watch(bootstrap, out, args.events)
                 print("loop", results["throughput"]["loop"], flush=True)
-                rate = results["throughput"]["loop"]["events_per_s"] / 2
+                rate = half_rate(results, "loop")
                 results["latency"]["loop"] = measure_latency(
                     bootstrap, jars, source, out, rate, args.latency_seconds, folder / "loop.log"
                 )

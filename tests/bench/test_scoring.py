@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from bench.scoring import backlog_rate, chosen_variants, exactly_once_wait, judge, stamped_lines
+from bench.scoring import (
+    backlog_rate,
+    chosen_variants,
+    exactly_once_wait,
+    half_rate,
+    judge,
+    stamped_lines,
+)
 
 
 def test_variants_run_in_the_fixed_order_whatever_order_they_are_named_in() -> None:
@@ -120,3 +127,10 @@ def test_lines_read_in_chunks_carry_the_stamp_of_the_chunk_that_ended_them() -> 
 def test_a_backlog_seen_whole_in_one_poll_has_no_rate() -> None:
     assert backlog_rate(10_000, 1.0, 3.0) == 4000
     assert backlog_rate(2_000, 5.0, 5.0) is None
+
+
+def test_latency_runs_at_half_the_measured_rate_and_refuse_an_unknown_one() -> None:
+    results = {"throughput": {"loop": {"events_per_s": 3000}, "stalled": {"events_per_s": None}}}
+    assert half_rate(results, "loop") == 1500
+    with pytest.raises(RuntimeError, match="stalled: the backlog arrived within one poll"):
+        half_rate(results, "stalled")
