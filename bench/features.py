@@ -13,6 +13,8 @@ in a temporary folder) and measures, on it:
   (start-up left out), read as the topic's high watermarks: the exactly-once sink writes records
   as it goes and commits them at checkpoints, so the uncommitted end offsets follow the job
   continuously. The two branches share one source, so the Redis branch's backpressure slows both.
+  `events_per_s_by_tenth` has the rate in each tenth of the backlog after the first: it is not
+  flat (the JVM compiles the job's code in its first tens of seconds; state grows with history).
 - freshness: the job (Redis on) on topics of its own; transactions produced at a fixed rate with
   `ts` = the wall clock at sending; 1 event in `--sample` is remembered (card, ts). A poller reads
   those cards' `tx_count_1m` from Redis every 10 ms (one pipeline) and records when the stored
@@ -77,20 +79,46 @@ def stop(rest: FlinkRest, job_id: str) -> None:
     rest.wait_for_state(job_id, {"CANCELED", "FAILED", "FINISHED"}, timeout_s=120)
 
 
+def rates_by_tenth(progress: list[tuple[float, int]], events: int) -> list[int | None]:
+    """events/s in each tenth of the backlog after the first, from (seconds, events done) polls.
+
+    The first tenth holds the job's start-up, so it is left out: the result has nine rates, for
+    10-20%, ..., 90-100%. A tenth whose both ends fell in one poll has no rate (None).
+    """
+    marks: list[float | None] = []
+    for k in range(1, 11):
+        reached = next((t for t, done in progress if done >= k * events / 10), None)
+        marks.append(reached)
+    rates: list[int | None] = []
+    for start, end in zip(marks, marks[1:], strict=False):
+        if start is None or end is None or end <= start:
+            rates.append(None)
+        else:
+            rates.append(round(events / 10 / (end - start)))
+    return rates
+
+
 def run_throughput(env: dict[str, str], stack: Stack, topic: str, events: int) -> dict:
-    """One job over the backlog: events/s between 20% and 100% of it on the features topic."""
+    """One job over the backlog: events/s between 20% and 100% of it on the features topic.
+
+    Also the rate per tenth of the backlog: the JVM compiles the job's code during the first tens
+    of seconds and the windows and RocksDB fill as history grows, so the rate is not flat.
+    """
     rest = FlinkRest(stack.settings.flink_rest_url)
     bootstrap = stack.settings.kafka_bootstrap
     before = end_offsets(bootstrap, topic)
     job_id = submit(env, "fraud_card")
     started = time.monotonic()
     marks: dict[float, float] = {}
+    progress: list[tuple[float, int]] = []
     try:
         while time.monotonic() - started < 1800:
             done = end_offsets(bootstrap, topic) - before
+            now = time.monotonic()
+            progress.append((now - started, done))
             for fraction in (0.2, 1.0):
                 if fraction not in marks and done >= fraction * events:
-                    marks[fraction] = time.monotonic()
+                    marks[fraction] = now
             if 1.0 in marks:
                 break
             time.sleep(0.2)
@@ -101,6 +129,7 @@ def run_throughput(env: dict[str, str], stack: Stack, topic: str, events: int) -
     return {
         "events_per_s": round(0.8 * events / (marks[1.0] - marks[0.2])),
         "seconds_to_all": round(marks[1.0] - started, 1),
+        "events_per_s_by_tenth": rates_by_tenth(progress, events),
     }
 
 
