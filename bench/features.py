@@ -79,16 +79,18 @@ def stop(rest: FlinkRest, job_id: str) -> None:
     rest.wait_for_state(job_id, {"CANCELED", "FAILED", "FINISHED"}, timeout_s=120)
 
 
+def reached_at(progress: list[tuple[float, int]], events: int) -> float | None:
+    """The first poll's seconds at which `events` were done, from (seconds, events done) polls."""
+    return next((t for t, done in progress if done >= events), None)
+
+
 def rates_by_tenth(progress: list[tuple[float, int]], events: int) -> list[int | None]:
     """events/s in each tenth of the backlog after the first, from (seconds, events done) polls.
 
     The first tenth holds the job's start-up, so it is left out: the result has nine rates, for
     10-20%, ..., 90-100%. A tenth whose both ends fell in one poll has no rate (None).
     """
-    marks: list[float | None] = []
-    for k in range(1, 11):
-        reached = next((t for t, done in progress if done >= k * events / 10), None)
-        marks.append(reached)
+    marks = [reached_at(progress, k * events / 10) for k in range(1, 11)]
     rates: list[int | None] = []
     for start, end in zip(marks, marks[1:], strict=False):
         if start is None or end is None or end <= start:
@@ -109,26 +111,22 @@ def run_throughput(env: dict[str, str], stack: Stack, topic: str, events: int) -
     before = end_offsets(bootstrap, topic)
     job_id = submit(env, "fraud_card")
     started = time.monotonic()
-    marks: dict[float, float] = {}
-    progress: list[tuple[float, int]] = []
+    progress: list[tuple[float, int]] = []  # (seconds since submitting, events done)
     try:
         while time.monotonic() - started < 1800:
             done = end_offsets(bootstrap, topic) - before
-            now = time.monotonic()
-            progress.append((now - started, done))
-            for fraction in (0.2, 1.0):
-                if fraction not in marks and done >= fraction * events:
-                    marks[fraction] = now
-            if 1.0 in marks:
+            progress.append((time.monotonic() - started, done))
+            if done >= events:
                 break
             time.sleep(0.2)
     finally:
         stop(rest, job_id)
-    if 1.0 not in marks:
+    at_20_percent, at_all = reached_at(progress, 0.2 * events), reached_at(progress, events)
+    if at_all is None:
         raise RuntimeError(f"the job did not finish {events} events in 30 min")
     return {
-        "events_per_s": round(0.8 * events / (marks[1.0] - marks[0.2])),
-        "seconds_to_all": round(marks[1.0] - started, 1),
+        "events_per_s": round(0.8 * events / (at_all - at_20_percent)),
+        "seconds_to_all": round(at_all, 1),
         "events_per_s_by_tenth": rates_by_tenth(progress, events),
     }
 

@@ -1,4 +1,4 @@
-from bench.features import rates_by_tenth
+from bench.features import rates_by_tenth, reached_at
 
 
 def test_rates_by_tenth_leave_out_the_start_up_tenth() -> None:
@@ -16,3 +16,10 @@ def test_a_slowing_job_shows_in_the_later_tenths() -> None:
 def test_tenths_within_one_poll_or_never_reached_have_no_rate() -> None:
     progress = [(1.0, 100), (2.0, 300), (3.0, 400)]
     assert rates_by_tenth(progress, 1000) == [100, None, 100, None, None, None, None, None, None]
+
+
+def test_reached_at_is_the_first_poll_at_or_past_the_count() -> None:
+    progress = [(1.0, 100), (2.0, 300), (3.0, 400)]
+    assert reached_at(progress, 300) == 2.0
+    assert reached_at(progress, 250) == 2.0
+    assert reached_at(progress, 401) is None
