@@ -1,4 +1,4 @@
-from bench.features import rates_by_tenth, reached_at
+from bench.features import newest_by_key, rates_by_tenth, reached_at, stale_keys
 
 
 def test_rates_by_tenth_leave_out_the_start_up_tenth() -> None:
@@ -23,3 +23,21 @@ def test_reached_at_is_the_first_poll_at_or_past_the_count() -> None:
     assert reached_at(progress, 300) == 2.0
     assert reached_at(progress, 250) == 2.0
     assert reached_at(progress, 401) is None
+
+
+def test_newest_by_key_passes_events_through_and_keeps_each_keys_newest_time() -> None:
+    events = [{"card": "a", "ts": 5}, {"card": "b", "ts": 3}, {"card": "a", "ts": 4},
+              {"card": "a", "ts": 7}]  # fmt: skip
+    newest: dict[str, int] = {}
+    passed = list(newest_by_key(events, lambda e: e["card"], newest))
+    assert passed == events
+    assert newest == {"a": 7, "b": 3}
+
+
+def test_stale_keys_are_absent_or_older_than_expected() -> None:
+    def value(ms: int) -> bytes:
+        return b'{"t":%d,"v":1}' % ms
+
+    expected = {"fresh": 10, "newer": 10, "old": 10, "absent": 10}
+    stored = {"fresh": value(10), "newer": value(12), "old": value(9), "absent": None}
+    assert stale_keys(expected, stored) == {"old", "absent"}
