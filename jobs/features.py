@@ -5,7 +5,8 @@
 
 Kafka source topic -> classify (valid / dead letter with reason) -> the feature set's query
 (sql/features/NAME.sql, windows in RocksDB state) -> Kafka features topic (exactly-once)
-                                                 -> Redis online store (newest event wins).
+                                                 -> Redis online store (newest event wins;
+                                                    the writer in a task of its own: OWN_TASK).
 Definitions: sql/features/NAME.yaml and NAME.sql, the source in sql/sources/. The query is per
 event (SLIDING_WINDOW_FEATURES: a row per event) or a windowed GROUP BY (TUMBLE, HOP, SESSION: a
 row per entity and window, once the watermark passes its end); the job wires both the same way.
@@ -183,7 +184,14 @@ def build(
     t_env.create_temporary_function(
         "write_online_features", write_online_features(settings.redis_url, featureset, values)
     )
-    online = features.select(
+    # The writer waits for each Python bundle; in a task of its own it does so while the windows
+    # go on computing, instead of stopping the thread they share (README "The writer's own task").
+    t_env.create_temporary_view("features_for_online_store", features)
+    writer_input = t_env.sql_query(
+        "SELECT * FROM OWN_TASK(input => TABLE features_for_online_store "
+        f"PARTITION BY `{definition.entity}`)"
+    )
+    online = writer_input.select(
         call(
             "write_online_features",
             col(definition.entity),

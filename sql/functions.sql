@@ -14,3 +14,8 @@ CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS COUNT_DEAD_LETTER
 -- JSON_VALUE text and its JSON type ('f:type'); NULL when the text is not one JSON object.
 CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS JSON_FIELDS
   AS 'dev.rtml.udfs.JsonFields' LANGUAGE JAVA;
+
+-- Every row of its input unchanged, in a task (thread) of its own: what follows it no longer
+-- shares a thread with what precedes it. See udfs/java/.../OwnTask.java.
+CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS OWN_TASK
+  AS 'dev.rtml.udfs.OwnTask' LANGUAGE JAVA;

@@ -102,6 +102,16 @@ def test_every_shipped_feature_set_plans_with_its_sinks(
     assert "Sink(table=[default_catalog.default_database.features_out]" in plan
     assert "Sink(table=[default_catalog.default_database.online_store_out]" in plan
     assert "Sink(table=[default_catalog.default_database.dead_letters]" in plan
+    # The Redis writer in a task of its own (a hash exchange before it), the query computed once.
+    execution = plan.split("== Optimized Execution Plan ==")[1]
+    writer = execution.split("Sink(table=[default_catalog.default_database.online_store_out]")[1]
+    assert re.match(
+        r"\s*\+- PythonCalc\(select=\[write_online_features\(.*\n"
+        r"\s*\+- ProcessTableFunction\(invocation=\[OWN_TASK\(.*\n"
+        rf"\s*\+- Exchange\(distribution=\[hash\[{definition.entity}\]\]\)",
+        writer.split("\n", 1)[1],
+    ), writer[:2000]
+    assert "Reused(" in writer.split("\n\n")[0]
     columns = query_columns(t_env.from_path("features_out"))
     features = featuresets.feature_columns(definition, columns)
     if name in WANTED_FEATURES:
