@@ -278,28 +278,24 @@ def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def end_offsets(bootstrap: str, topic: str) -> int:
-    """Sum of the partitions' high watermarks (uncommitted records included)."""
-    from rtml import kafka_io
-
-    return sum(kafka_io.end_offsets(bootstrap, topic).values())
-
-
 def watch(bootstrap: str, topic: str, events: int, limit_s: float = 900) -> dict:
     """events/s between 20% and 100% of the backlog arriving on `topic`."""
-    started, marks = time.monotonic(), {}
-    while time.monotonic() - started < limit_s and 1.0 not in marks:
-        done = end_offsets(bootstrap, topic)
-        for fraction in (0.2, 1.0):
-            if fraction not in marks and done >= fraction * events:
-                marks[fraction] = time.monotonic()
+    from bench.features import end_offsets, reached_at  # the feature benchmark's polling
+
+    started = time.monotonic()
+    progress: list[tuple[float, int]] = []  # (seconds since started, records on the topic)
+    while time.monotonic() - started < limit_s:
+        progress.append((time.monotonic() - started, end_offsets(bootstrap, topic)))
+        if progress[-1][1] >= events:
+            break
         time.sleep(0.2)
-    if 1.0 not in marks:
+    at_20_percent, at_all = reached_at(progress, 0.2 * events), reached_at(progress, events)
+    if at_20_percent is None or at_all is None:
         raise RuntimeError(f"{topic}: {events} predictions not there after {limit_s} s")
     return {
         "events": events,
-        "events_per_s": backlog_rate(events, marks[0.2], marks[1.0]),
-        "seconds_to_all": round(marks[1.0] - started, 1),
+        "events_per_s": backlog_rate(events, at_20_percent, at_all),
+        "seconds_to_all": round(at_all, 1),
     }
 
 
