@@ -85,6 +85,21 @@ def stop(rest: FlinkRest, job_id: str) -> None:
     rest.wait_for_state(job_id, {"CANCELED", "FAILED", "FINISHED"}, timeout_s=120)
 
 
+def poll_progress(
+    bootstrap: str, topic: str, events: int, limit_s: float, before: int = 0
+) -> list[tuple[float, int]]:
+    """(seconds since called, records on `topic` beyond `before`) every 0.2 s, until `events` are
+    there or `limit_s` ends."""
+    started = time.monotonic()
+    progress: list[tuple[float, int]] = []
+    while time.monotonic() - started < limit_s:
+        progress.append((time.monotonic() - started, end_offsets(bootstrap, topic) - before))
+        if progress[-1][1] >= events:
+            break
+        time.sleep(0.2)
+    return progress
+
+
 def reached_at(progress: list[tuple[float, int]], events: int) -> float | None:
     """The first poll's seconds at which `events` were done, from (seconds, events done) polls."""
     return next((t for t, done in progress if done >= events), None)
@@ -124,6 +139,14 @@ def stale_keys(expected: Mapping[str, int], stored: Mapping[str, str | bytes | N
     }
 
 
+def probe_values(client: redis.Redis, keys: list[str]) -> list[bytes | None]:
+    """Each key's stored PROBE_FEATURE value (None: absent), in one pipeline."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hget(key, PROBE_FEATURE)
+    return pipe.execute()
+
+
 def wait_for_redis(client: redis.Redis, expected: Mapping[str, int], timeout_s: float) -> set[str]:
     """Polls Redis until every key holds its expected event time, or `timeout_s` ends; returns
     the keys still stale (empty: all written)."""
@@ -131,10 +154,7 @@ def wait_for_redis(client: redis.Redis, expected: Mapping[str, int], timeout_s: 
     deadline = time.monotonic() + timeout_s
     while pending and time.monotonic() < deadline:
         keys = list(pending)
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hget(key, PROBE_FEATURE)
-        stale = stale_keys(pending, dict(zip(keys, pipe.execute(), strict=True)))
+        stale = stale_keys(pending, dict(zip(keys, probe_values(client, keys), strict=True)))
         pending = {key: pending[key] for key in stale}
         if pending:
             time.sleep(0.05)
@@ -156,19 +176,13 @@ def run_throughput(
     bootstrap = stack.settings.kafka_bootstrap
     before = end_offsets(bootstrap, topic)
     job_id = submit(env, "fraud_card")
-    started = time.monotonic()
-    progress: list[tuple[float, int]] = []  # (seconds since submitting, events done)
     try:
-        while time.monotonic() - started < 1800:
-            done = end_offsets(bootstrap, topic) - before
-            progress.append((time.monotonic() - started, done))
-            if done >= events:
-                break
-            time.sleep(0.2)
+        started = time.monotonic()  # poll_progress's clock starts here too
+        progress = poll_progress(bootstrap, topic, events, 1800, before)
         in_redis_at = stale = None
         if redis_expected is not None and progress[-1][1] >= events:
-            client = redis.Redis(host="127.0.0.1", port=stack.settings.redis_port)
-            stale = wait_for_redis(client, redis_expected, timeout_s=120)
+            with redis.Redis(host="127.0.0.1", port=stack.settings.redis_port) as client:
+                stale = wait_for_redis(client, redis_expected, timeout_s=120)
             in_redis_at = time.monotonic() - started
     finally:
         stop(rest, job_id)
@@ -232,10 +246,7 @@ class Poller(threading.Thread):
             with self.lock:
                 keys = list(self.pending)
             if keys:
-                pipe = self.client.pipeline(transaction=False)
-                for key in keys:
-                    pipe.hget(key, PROBE_FEATURE)
-                stored = pipe.execute()
+                stored = probe_values(self.client, keys)
                 now = wall_clock_ms()
                 self.polls += 1
                 with self.lock:

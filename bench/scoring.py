@@ -280,15 +280,9 @@ def wall_ms() -> int:
 
 def watch(bootstrap: str, topic: str, events: int, limit_s: float = 900) -> dict:
     """events/s between 20% and 100% of the backlog arriving on `topic`."""
-    from bench.features import end_offsets, reached_at  # the feature benchmark's polling
+    from bench.features import poll_progress, reached_at  # the feature benchmark's polling
 
-    started = time.monotonic()
-    progress: list[tuple[float, int]] = []  # (seconds since started, records on the topic)
-    while time.monotonic() - started < limit_s:
-        progress.append((time.monotonic() - started, end_offsets(bootstrap, topic)))
-        if progress[-1][1] >= events:
-            break
-        time.sleep(0.2)
+    progress = poll_progress(bootstrap, topic, events, limit_s)
     at_20_percent, at_all = reached_at(progress, 0.2 * events), reached_at(progress, events)
     if at_20_percent is None or at_all is None:
         raise RuntimeError(f"{topic}: {events} predictions not there after {limit_s} s")
