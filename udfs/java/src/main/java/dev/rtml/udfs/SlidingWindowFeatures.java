@@ -39,8 +39,9 @@ import org.apache.flink.types.Row;
  * <p>State reads and writes go through memory: one call reads and writes each state entry at most
  * once ({@link StateBuffer}), and the entries of the keys seen last stay in a write-through cache
  * ({@link KeyCache}), so a key's next event reads its item counts, deque ends and recent log
- * entries without RocksDB. The optional argument {@code cache_entries} bounds that cache (default
- * {@link KeyCache#DEFAULT_MAX_ENTRIES}, about 100 MB of heap; 0 turns it off). State alone is the
+ * entries without RocksDB. The optional argument {@code cache_entries} bounds that cache's
+ * estimated heap, in entries of {@link KeyCache#ENTRY_BYTES} (default {@link
+ * KeyCache#DEFAULT_MAX_ENTRIES}, about 100 MB; 0 turns it off). State alone is the
  * truth: a restored job starts with an empty cache and gives the same features.
  *
  * <p>Bounded runs that never checkpoint nor restore (rtml.offline) set the job parameter {@link

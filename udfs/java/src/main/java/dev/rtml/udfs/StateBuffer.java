@@ -26,12 +26,12 @@ final class StateBuffer<K, V> {
     private static final Object REMOVED = new Object();
 
     private final MapView<K, V> state;
-    private final Map<K, V> cache; // null: direct
+    private final KeyCache.Part<K, V> cache; // null: direct
     private final int cacheLimit;
     private final Map<K, Object> touched; // read or written: value or REMOVED
     private final Set<K> dirty; // written
 
-    StateBuffer(MapView<K, V> state, Map<K, V> cache, int cacheLimit) {
+    StateBuffer(MapView<K, V> state, KeyCache.Part<K, V> cache, int cacheLimit) {
         this.state = state;
         this.cache = cache;
         this.cacheLimit = cacheLimit;
