@@ -100,6 +100,13 @@ def poll_progress(
     return progress
 
 
+def backlog_rate(events: int, at_20_percent: float, at_100_percent: float) -> int | None:
+    """events/s between 20% and 100% of a backlog arriving; None when both were seen in one poll
+    (a small backlog): the rate is then unknown, not huge (pure)."""
+    seconds = at_100_percent - at_20_percent
+    return round(0.8 * events / seconds) if seconds > 0 else None
+
+
 def reached_at(progress: list[tuple[float, int]], events: int) -> float | None:
     """The first poll's seconds at which `events` were done, from (seconds, events done) polls."""
     return next((t for t, done in progress if done >= events), None)
@@ -193,8 +200,11 @@ def run_throughput(
         raise RuntimeError(f"{len(stale)} Redis keys without their newest value, e.g. {min(stale)}")
     # From 20% on the features topic (Redis is not ahead of it) to the last of Kafka and Redis.
     finished_at = max(at_all, in_redis_at or 0.0)
+    rate = backlog_rate(events, at_20_percent, finished_at)
+    if rate is None:
+        raise RuntimeError(f"{events} events arrived within one poll: raise --events")
     result = {
-        "events_per_s": round(0.8 * events / (finished_at - at_20_percent)),
+        "events_per_s": rate,
         "seconds_to_all": round(finished_at, 1),
         "events_per_s_by_tenth": rates_by_tenth(progress, events),
     }

@@ -280,7 +280,7 @@ def wall_ms() -> int:
 
 def watch(bootstrap: str, topic: str, events: int, limit_s: float = 900) -> dict:
     """events/s between 20% and 100% of the backlog arriving on `topic`."""
-    from bench.features import poll_progress, reached_at  # the feature benchmark's polling
+    from bench.features import backlog_rate, poll_progress, reached_at  # one way to poll
 
     progress = poll_progress(bootstrap, topic, events, limit_s)
     at_20_percent, at_all = reached_at(progress, 0.2 * events), reached_at(progress, events)
@@ -291,13 +291,6 @@ def watch(bootstrap: str, topic: str, events: int, limit_s: float = 900) -> dict
         "events_per_s": backlog_rate(events, at_20_percent, at_all),
         "seconds_to_all": round(at_all, 1),
     }
-
-
-def backlog_rate(events: int, at_20_percent: float, at_100_percent: float) -> int | None:
-    """events/s between 20% and 100% of a backlog arriving; None when both were seen in one poll
-    (the stalled run's small backlog): the rate is then unknown, not huge (pure)."""
-    seconds = at_100_percent - at_20_percent
-    return round(0.8 * events / seconds) if seconds > 0 else None
 
 
 def half_rate(results: dict, variant: str) -> float:

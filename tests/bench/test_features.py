@@ -1,4 +1,4 @@
-from bench.features import newest_by_key, rates_by_tenth, reached_at, stale_keys
+from bench.features import backlog_rate, newest_by_key, rates_by_tenth, reached_at, stale_keys
 
 
 def test_rates_by_tenth_leave_out_the_start_up_tenth() -> None:
@@ -41,3 +41,8 @@ def test_stale_keys_are_absent_or_older_than_expected() -> None:
     expected = {"fresh": 10, "newer": 10, "old": 10, "absent": 10}
     stored = {"fresh": value(10), "newer": value(12), "old": value(9), "absent": None}
     assert stale_keys(expected, stored) == {"old", "absent"}
+
+
+def test_a_backlog_seen_whole_in_one_poll_has_no_rate() -> None:
+    assert backlog_rate(10_000, 1.0, 3.0) == 4000
+    assert backlog_rate(2_000, 5.0, 5.0) is None

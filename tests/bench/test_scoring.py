@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from bench.scoring import (
-    backlog_rate,
     chosen_variants,
     exactly_once_wait,
     half_rate,
@@ -122,11 +121,6 @@ def test_lines_read_in_chunks_carry_the_stamp_of_the_chunk_that_ended_them() -> 
     more, carry = stamped_lines([(130, b'"c": 3}\n')], carry)
     assert more == [(130, b'{"c": 3}')]
     assert carry == b""
-
-
-def test_a_backlog_seen_whole_in_one_poll_has_no_rate() -> None:
-    assert backlog_rate(10_000, 1.0, 3.0) == 4000
-    assert backlog_rate(2_000, 5.0, 5.0) is None
 
 
 def test_latency_runs_at_half_the_measured_rate_and_refuse_an_unknown_one() -> None:
