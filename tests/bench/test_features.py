@@ -1,4 +1,18 @@
-from bench.features import backlog_rate, newest_by_key, rates_by_tenth, reached_at, stale_keys
+from pathlib import Path
+
+from bench.features import (
+    FRESH_NAME,
+    backlog_rate,
+    fraud_card_files,
+    fresh_featureset,
+    newest_by_key,
+    rates_by_tenth,
+    reached_at,
+    stale_keys,
+)
+from jobs.features import build, query_columns
+from rtml import featuresets, flinkjob
+from rtml.settings import FeatureJobSettings
 
 
 def test_rates_by_tenth_leave_out_the_start_up_tenth() -> None:
@@ -46,3 +60,29 @@ def test_stale_keys_are_absent_or_older_than_expected() -> None:
 def test_a_backlog_seen_whole_in_one_poll_has_no_rate() -> None:
     assert backlog_rate(10_000, 1.0, 3.0) == 4000
     assert backlog_rate(2_000, 5.0, 5.0) is None
+
+
+# -- the stand-in without windows, planned by Flink (a JVM, no services) --------------------------
+
+
+def planned_columns(features_dir: Path, name: str) -> tuple[list[tuple[str, str]], str]:
+    settings = FeatureJobSettings(kafka_bootstrap="127.0.0.1:1", redis_url="redis://127.0.0.1:1/0")
+    t_env = flinkjob.table_environment(settings, f"plan-{name}")
+    plan = build(t_env, featuresets.load(name, features_dir), settings).explain()
+    return query_columns(t_env.from_path("features_out")), plan
+
+
+def test_the_stand_in_without_windows_has_fraud_cards_columns_and_no_windows(
+    tmp_path: Path,
+) -> None:
+    real, real_plan = planned_columns(fraud_card_files(tmp_path / "real"), "fraud_card")
+    stand_in, plan = planned_columns(
+        fraud_card_files(tmp_path / "stand-in", windows=False), "fraud_card"
+    )
+    assert stand_in == real
+    assert "SLIDING_WINDOW_FEATURES" in real_plan
+    assert "SLIDING_WINDOW_FEATURES" not in plan
+
+    features_dir, definition = fresh_featureset(tmp_path / "fresh", windows=False)
+    assert planned_columns(features_dir, FRESH_NAME)[0] == real
+    assert definition["source"]["topic"] == f"bench.{FRESH_NAME}.transactions"
