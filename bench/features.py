@@ -465,7 +465,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/features.json"))
     args = parser.parse_args()
     report: dict = {
-        "benchmark": "fraud_card feature job (4 windows per card, 16 features): throughput and "
+        "benchmark": "fraud_card feature job (4 windows per card): throughput and "
         "freshness in Redis",
         "windows": "none: fraud_card's query replaced by bench/sql/fraud_card_no_windows.sql"
         if args.no_windows
