@@ -117,9 +117,8 @@ def guard_state(
 
     Raises `statecheck.IncompatibleState` naming the feature set before Flink restores anything.
     """
-    current = statecheck.manifest(
-        definition.name, definition.version, statecheck.compiled_plan(t_env, features)
-    )
+    plan = statecheck.compiled_plan(t_env, features)
+    current = statecheck.manifest(definition.name, definition.version, plan)
     t_env.get_config().set(
         "pipeline.global-job-parameters", f"{statecheck.JOB_PARAMETER}:{current.to_parameter()}"
     )
@@ -134,8 +133,9 @@ def guard_state(
         )
         return
     statecheck.check(
-        saved, current, savepoint=settings.restore_from, definition_file=definition.query
-    )
+        saved, current, savepoint=settings.restore_from, definition_file=definition.query,
+        layouts=statecheck.layout_changes(saved, plan),
+    )  # fmt: skip
 
 
 def build(

@@ -108,7 +108,18 @@ class Manifest:
         return cls.from_json(base64.urlsafe_b64decode(padded).decode())
 
 
-def _canonical(node: Mapping[str, Any]) -> Any:
+# The state layout rtml recorded for SLIDING_WINDOW_FEATURES before it recorded one at all: its
+# manifests then had no layout, and its savepoints hold layout 2.
+UNRECORDED_LAYOUT = 0
+
+
+def describe_layout(layout: int) -> str:
+    if layout == UNRECORDED_LAYOUT:
+        return "layout 2 (saved by an rtml from before layouts were recorded, 2026-12-04)"
+    return f"layout {layout}"
+
+
+def _canonical(node: Mapping[str, Any], state_layout: int) -> Any:
     """The node without what changes when nothing that matters does (ids, names, options).
 
     A call of SLIDING_WINDOW_FEATURES also carries the function's state layout: its state means
@@ -116,10 +127,12 @@ def _canonical(node: Mapping[str, Any]) -> Any:
     """
     body = {k: v for k, v in node.items() if k not in ("id", "description")}
     body["type"] = _NODE_VERSION.sub("", str(body.get("type", "")))
-    if body["type"].endswith("process-table-function") and _SLIDING_WINDOW_FEATURES.search(
-        json.dumps(node)
+    if (
+        body["type"].endswith("process-table-function")
+        and _SLIDING_WINDOW_FEATURES.search(json.dumps(node))
+        and state_layout != UNRECORDED_LAYOUT
     ):
-        body["rtml.sliding-window-state-layout"] = versions.SLIDING_WINDOW_STATE_LAYOUT
+        body["rtml.sliding-window-state-layout"] = state_layout
     table = body.get("scanTableSource", {}).get("table", {}).get("resolvedTable")
     if table is not None:
         table = {**table, "options": {
@@ -137,8 +150,16 @@ def _short(text: str, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def manifest(featureset: str, version: object, plan: Mapping[str, Any]) -> Manifest:
-    """The state manifest of a compiled plan (`CompiledPlan.as_json_string()`, parsed)."""
+def manifest(
+    featureset: str, version: object, plan: Mapping[str, Any], *, state_layout: int | None = None
+) -> Manifest:
+    """The state manifest of a compiled plan (`CompiledPlan.as_json_string()`, parsed).
+
+    `state_layout`: SLIDING_WINDOW_FEATURES' layout to record (default: this rtml's), e.g. an
+    older one to tell whether a savepoint differs only by it (`layout_changes`).
+    """
+    if state_layout is None:
+        state_layout = versions.SLIDING_WINDOW_STATE_LAYOUT
     nodes = {node["id"]: node for node in plan["nodes"]}
     inputs: dict[int, list[int]] = {node_id: [] for node_id in nodes}
     for edge in plan.get("edges", []):
@@ -147,7 +168,7 @@ def manifest(featureset: str, version: object, plan: Mapping[str, Any]) -> Manif
 
     def fingerprint(node_id: int) -> str:
         if node_id not in memo:
-            own = json.dumps(_canonical(nodes[node_id]), sort_keys=True)
+            own = json.dumps(_canonical(nodes[node_id], state_layout), sort_keys=True)
             upstream = [fingerprint(source) for source in inputs[node_id]]
             memo[node_id] = hashlib.sha256("\n".join([own, *upstream]).encode()).hexdigest()[:16]
         return memo[node_id]
@@ -188,40 +209,92 @@ def changes(saved: Manifest, current: Manifest) -> list[Change]:
     return found
 
 
-def check(saved: Manifest, current: Manifest, *, savepoint: str, definition_file: Path) -> None:
+def layout_changes(saved: Manifest, plan: Mapping[str, Any]) -> dict[str, int]:
+    """The saved operators that differ from `plan` only by SLIDING_WINDOW_FEATURES' state layout:
+    {operator: the savepoint's layout} (UNRECORDED_LAYOUT: saved before layouts were recorded).
+
+    Their definition is the same; the rtml that saved them kept the function's state in an older
+    layout. Operators that do not depend on the layout are left out.
+    """
+    found: dict[str, int] = {}
+    current = manifest(saved.featureset, saved.version, plan)
+    for layout in (UNRECORDED_LAYOUT, *range(1, versions.SLIDING_WINDOW_STATE_LAYOUT)):
+        older = manifest(saved.featureset, saved.version, plan, state_layout=layout)
+        for key, op in older.operators.items():
+            kept = saved.operators.get(key)
+            if kept is None or key in found or op == current.operators[key]:
+                continue
+            if kept.fingerprint == op.fingerprint:
+                found[key] = layout
+    return found
+
+
+def check(
+    saved: Manifest,
+    current: Manifest,
+    *,
+    savepoint: str,
+    definition_file: Path,
+    layouts: Mapping[str, int] | None = None,
+) -> None:
     """Raise `IncompatibleState` with what to do when the state no longer fits; else return.
 
     An added operator is fine (it starts empty and Flink says nothing); a changed or removed one
-    is not: Flink would load wrong state into it, or refuse the savepoint.
+    is not: Flink would load wrong state into it, or refuse the savepoint. `layouts` names the
+    operators whose only change is SLIDING_WINDOW_FEATURES' state layout (`layout_changes`), so
+    the message blames rtml's upgrade, not the definition.
     """
     if saved.featureset != current.featureset:
         raise IncompatibleState(
             f"the savepoint {savepoint} holds the state of feature set {saved.featureset!r}, "
             f"not {current.featureset!r}"
         )
+    layouts = layouts or {}
     problems = [c for c in changes(saved, current) if c.kind != "added"]
     if not problems:
         return
-    lines = [
+    only_layouts = all(c.kind == "changed" and c.operator in layouts for c in problems)
+    head = (
         f"feature set {current.featureset!r} (version {saved.version} in the savepoint, "
-        f"{current.version} now) cannot keep its state: {definition_file} changed what it holds.",
-    ]
+        f"{current.version} now) cannot keep its state: "
+    )
+    if only_layouts:
+        head += (
+            "its definition is the same, but this rtml keeps SLIDING_WINDOW_FEATURES' state in "
+            f"layout {versions.SLIDING_WINDOW_STATE_LAYOUT}, not in the savepoint's."
+        )
+    else:
+        head += f"{definition_file} changed what it holds."
+    lines = [head]
     for change in problems:
+        if change.kind == "changed" and change.operator in layouts:
+            lines.append(f"  - {change.operator}: only its state layout changed")
+            lines.append(f"      savepoint: {describe_layout(layouts[change.operator])}")
+            lines.append(f"      now:       layout {versions.SLIDING_WINDOW_STATE_LAYOUT}")
+            continue
         lines.append(f"  - {change.operator} {change.kind}:")
         lines.append(f"      savepoint: {change.before}")
         if change.after is not None:
             lines.append(f"      now:       {change.after}")
     name = current.featureset
+    what = (
+        "in the old layout into this rtml"
+        if only_layouts
+        else "built for the old definition into the new one"
+    )
     lines += [
-        "Restoring it would load state built for the old definition into the new one, so rtml",
+        f"Restoring it would load state {what}, so rtml",
         f"stops here. The savepoint is untouched ({savepoint}). Choose one:",
         f"  rtml submit features {name} --start-fresh   empty windows; reading resumes at the"
         " offsets the stopped job committed",
         f"  rtml submit features {name} --backfill      empty windows, rebuilt by re-reading the"
         " source topic for the longest window",
-        "and consider raising `version:` in the feature set's YAML: readers of Redis and of the"
-        " features topic tell old values from new by it.",
     ]
+    if not only_layouts:
+        lines.append(
+            "and consider raising `version:` in the feature set's YAML: readers of Redis and of"
+            " the features topic tell old values from new by it."
+        )
     raise IncompatibleState("\n".join(lines))
 
 

@@ -104,6 +104,41 @@ def test_a_savepoint_of_an_older_sliding_window_state_layout_is_refused(
     assert statecheck.changes(saved, statecheck.manifest("fs", 1, grouped)) == []
 
 
+@pytest.mark.parametrize(
+    ("layout", "shown"),
+    [(statecheck.UNRECORDED_LAYOUT, "layout 2 (saved by an rtml from before layouts were recorded"),
+     (2, "savepoint: layout 2\n")],
+)  # fmt: skip
+def test_a_change_of_state_layout_alone_is_told_apart_from_an_edit(layout: int, shown: str) -> None:
+    saved = statecheck.manifest("fraud_card", 1, BASE, state_layout=layout)
+    assert statecheck.layout_changes(saved, BASE) == {"SLIDING_WINDOW_FEATURES": layout}
+    current = statecheck.manifest("fraud_card", 1, BASE)
+    with pytest.raises(IncompatibleState) as refused:
+        statecheck.check(saved, current, savepoint="/sp/2", definition_file=Path("fc.sql"),
+                         layouts=statecheck.layout_changes(saved, BASE))  # fmt: skip
+    message = str(refused.value)
+    assert "its definition is the same" in message
+    assert "SLIDING_WINDOW_FEATURES: only its state layout changed" in message
+    assert shown in message
+    assert f"now:       layout {versions.SLIDING_WINDOW_STATE_LAYOUT}" in message
+    assert "fc.sql" not in message and "raising `version:`" not in message
+    assert "--start-fresh" in message and "--backfill" in message and "/sp/2" in message
+
+    # an edit of the windows in an older layout is an edit: the message shows the definitions
+    edited = plan(source(), node(2, "calc", projection=["a"]), ptf("2 min"), node(4, "calc"),
+                  node(5, "sink"))  # fmt: skip
+    assert statecheck.layout_changes(saved, edited) == {}
+    with pytest.raises(IncompatibleState, match="fc.sql changed what it holds") as refused:
+        statecheck.check(saved, statecheck.manifest("fraud_card", 1, edited), savepoint="/sp/2",
+                         definition_file=Path("fc.sql"),
+                         layouts=statecheck.layout_changes(saved, edited))  # fmt: skip
+    assert "SLIDING_WINDOW_FEATURES changed:" in str(refused.value)
+    # operators that keep no layout are never blamed on one
+    grouped = plan(source(), node(2, "group-aggregate"), node(5, "sink"))
+    old_grouped = statecheck.manifest("fraud_card", 1, grouped, state_layout=layout)
+    assert statecheck.layout_changes(old_grouped, grouped) == {}
+
+
 def test_removed_state_is_refused_and_added_state_is_fine() -> None:
     saved = statecheck.manifest("fs", 1, BASE)
     without = statecheck.manifest("fs", 1, plan(source(), node(2, "calc"), node(5, "sink")))
