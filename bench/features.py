@@ -232,18 +232,32 @@ def fraud_card_files(folder: Path, *, windows: bool = True) -> Path:
     return features_dir
 
 
+def renamed_fraud_cards(
+    folder: Path, names: Mapping[str, str], *, windows: bool = True
+) -> tuple[Path, dict[str, dict]]:
+    """Copies of fraud_card (the real SQL unless `windows` is off), each a feature set of its own
+    name with topics of its own ({name: stem} -> topics `bench.<stem>.*`): the features dir and
+    {name: definition}. fraud_card itself is not among them."""
+    features_dir = fraud_card_files(folder, windows=windows)
+    original = features_dir / "fraud_card.yaml"
+    definitions = {}
+    for name, stem in names.items():
+        definition = yaml.safe_load(original.read_text())
+        definition["name"] = name
+        definition["features_topic"] = f"bench.{stem}.features"
+        definition["source"]["topic"] = f"bench.{stem}.transactions"
+        definition["source"]["dead_letter_topic"] = f"bench.{stem}.dead-letter"
+        (features_dir / f"{name}.yaml").write_text(yaml.safe_dump(definition))
+        definitions[name] = definition
+    original.unlink()
+    return features_dir, definitions
+
+
 def fresh_featureset(folder: Path, *, windows: bool = True) -> tuple[Path, dict]:
     """A copy of fraud_card (the real SQL unless `windows` is off) with a name and topics of its
     own."""
-    features_dir = fraud_card_files(folder, windows=windows)
-    definition = yaml.safe_load((features_dir / "fraud_card.yaml").read_text())
-    (features_dir / "fraud_card.yaml").unlink()
-    definition["name"] = FRESH_NAME
-    definition["features_topic"] = f"bench.{FRESH_NAME}.features"
-    definition["source"]["topic"] = f"bench.{FRESH_NAME}.transactions"
-    definition["source"]["dead_letter_topic"] = f"bench.{FRESH_NAME}.dead-letter"
-    (features_dir / f"{FRESH_NAME}.yaml").write_text(yaml.safe_dump(definition))
-    return features_dir, definition
+    features_dir, copies = renamed_fraud_cards(folder, {FRESH_NAME: FRESH_NAME}, windows=windows)
+    return features_dir, copies[FRESH_NAME]
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

@@ -71,7 +71,6 @@ from typing import Any
 
 import numpy as np
 import requests
-import yaml
 
 FEATURES = ["amount", "tx_count_1m", "tx_count_5m", "amount_sum_5m", "merchants_5m"]
 START_MS = 1_763_700_000_000
@@ -596,25 +595,10 @@ def target(name: str, wanted: str, measured: float | None, met: bool | None) -> 
 
 def variant_featuresets(folder: Path, variants: list[str]) -> tuple[Path, dict[str, dict]]:
     """Copies of fraud_card (the real SQL), one per variant, `bench_<variant>`, with own topics."""
-    from rtml.settings import PROJECT_ROOT
+    from bench.features import renamed_fraud_cards
 
-    features_dir, sources_dir = folder / "features", folder / "sources"
-    features_dir.mkdir(parents=True)
-    sources_dir.mkdir()
-    shutil.copy(PROJECT_ROOT / "sql" / "features" / "fraud_card.sql", features_dir)
-    shutil.copy(PROJECT_ROOT / "sql" / "sources" / "fraud_transactions.sql", sources_dir)
-    base = yaml.safe_load((PROJECT_ROOT / "sql" / "features" / "fraud_card.yaml").read_text())
-    definitions = {}
-    for variant in variants:
-        name = f"bench_{variant}"
-        definition = json.loads(json.dumps(base))
-        definition["name"] = name
-        definition["features_topic"] = f"bench.{variant}.features"
-        definition["source"]["topic"] = f"bench.{variant}.transactions"
-        definition["source"]["dead_letter_topic"] = f"bench.{variant}.dead-letter"
-        (features_dir / f"{name}.yaml").write_text(yaml.safe_dump(definition))
-        definitions[variant] = definition
-    return features_dir, definitions
+    features_dir, definitions = renamed_fraud_cards(folder, {f"bench_{v}": v for v in variants})
+    return features_dir, {v: definitions[f"bench_{v}"] for v in variants}
 
 
 def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
