@@ -134,7 +134,7 @@ def guard_state(
         return
     statecheck.check(
         saved, current, savepoint=settings.restore_from, definition_file=definition.query,
-        layouts=statecheck.layout_changes(saved, plan),
+        layouts=statecheck.layout_changes(saved, current, plan),
     )  # fmt: skip
 
 

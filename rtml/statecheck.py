@@ -209,15 +209,15 @@ def changes(saved: Manifest, current: Manifest) -> list[Change]:
     return found
 
 
-def layout_changes(saved: Manifest, plan: Mapping[str, Any]) -> dict[str, int]:
-    """The saved operators that differ from `plan` only by SLIDING_WINDOW_FEATURES' state layout:
-    {operator: the savepoint's layout} (UNRECORDED_LAYOUT: saved before layouts were recorded).
+def layout_changes(saved: Manifest, current: Manifest, plan: Mapping[str, Any]) -> dict[str, int]:
+    """The saved operators that differ from `plan` (whose manifest is `current`) only by
+    SLIDING_WINDOW_FEATURES' state layout: {operator: the savepoint's layout} (UNRECORDED_LAYOUT:
+    saved before layouts were recorded).
 
     Their definition is the same; the rtml that saved them kept the function's state in an older
     layout. Operators that do not depend on the layout are left out.
     """
     found: dict[str, int] = {}
-    current = manifest(saved.featureset, saved.version, plan)
     for layout in (UNRECORDED_LAYOUT, *range(1, versions.SLIDING_WINDOW_STATE_LAYOUT)):
         older = manifest(saved.featureset, saved.version, plan, state_layout=layout)
         for key, op in older.operators.items():
