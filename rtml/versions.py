@@ -11,4 +11,4 @@ UDFS_JAR = "rtml-udfs.jar"  # built from udfs/java by `make setup`
 
 # SLIDING_WINDOW_FEATURES' state layout (STATE_LAYOUT in udfs/java/.../SlidingWindowFeatures.java):
 # part of a feature job's state manifest, so a savepoint of an older layout is refused up front.
-SLIDING_WINDOW_STATE_LAYOUT = 3
+SLIDING_WINDOW_STATE_LAYOUT = 4

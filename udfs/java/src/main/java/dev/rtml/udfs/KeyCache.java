@@ -7,8 +7,9 @@ import java.util.Map;
 
 /**
  * In-memory copies of the map-state entries of {@link SlidingWindowFeatures} for the partition keys
- * seen last, so that a key's next event reads its item counts, deque ends and recent log entries
- * from memory instead of from RocksDB (reads were three quarters of the operator's time).
+ * seen last, so that a key's next event reads its meta value, item counts, deque ends and recent
+ * log entries from memory instead of from RocksDB (reads were three quarters of the operator's
+ * time).
  *
  * <p>It is a write-through cache of state that only this function instance writes: every change is
  * written to state in the same call ({@link StateBuffer#flush()}), a failure or a restore starts a
@@ -44,13 +45,28 @@ final class KeyCache {
     final Part<Long, SlidingWindowFeatures.Entry> log = new Part<>(this, LOG);
     final Part<String, long[]> items = new Part<>(this, ITEMS);
     final Part<Long, SlidingWindowFeatures.Slot> deques = new Part<>(this, DEQUES);
-    private long bytes; // estimated heap of the entries of log, items and deques
+    private SlidingWindowFeatures.Meta meta; // null: read it from state
+    private long metaBytes;
+    private long bytes; // estimated heap of the meta value and the entries of log, items, deques
     private long lastUsedMs;
     private long counted; // bytes as last added to the total
 
     /** Entries held, of all three kinds. */
     int size() {
         return log.size() + items.size() + deques.size();
+    }
+
+    /** The key's meta value as the last call left it, or null. */
+    SlidingWindowFeatures.Meta meta() {
+        return meta;
+    }
+
+    /** Keep the key's meta value (changed in place by each call: weighed again each time). */
+    void meta(SlidingWindowFeatures.Meta value) {
+        bytes -= metaBytes;
+        meta = value;
+        metaBytes = value == null ? 0 : metaBytes(value);
+        bytes += metaBytes;
     }
 
     /** The estimated heap of the entries held, hash map nodes and keys included. */
@@ -138,6 +154,19 @@ final class KeyCache {
             for (String item : entry.items) {
                 total += stringBytes(item);
             }
+        }
+        return total;
+    }
+
+    static long metaBytes(SlidingWindowFeatures.Meta meta) {
+        // The object: header, two longs and 13 array references.
+        long total = roundUp(12 + 2 * 8 + 13 * 4);
+        total += 6 * arrayBytes(meta.counts.length, 8); // heads ... sumsqs
+        total += arrayBytes(meta.distincts.length, 8);
+        total += 3 * arrayBytes(meta.dequeHeads.length, 8) + 2 * arrayBytes(2, 8);
+        total += arrayBytes(meta.headItems.length, 4);
+        for (String item : meta.headItems) {
+            total += stringBytes(item);
         }
         return total;
     }

@@ -38,9 +38,9 @@ import org.apache.flink.types.Row;
  *
  * <p>State reads and writes go through memory: one call reads and writes each state entry at most
  * once ({@link StateBuffer}), and the entries of the keys seen last stay in a write-through cache
- * ({@link KeyCache}), so a key's next event reads its item counts, deque ends and recent log
- * entries without RocksDB. The optional argument {@code cache_entries} bounds that cache's
- * estimated heap, in entries of {@link KeyCache#ENTRY_BYTES} (default {@link
+ * ({@link KeyCache}), so a key's next event reads its meta value, item counts, deque ends and
+ * recent log entries without RocksDB. The optional argument {@code cache_entries} bounds that
+ * cache's estimated heap, in entries of {@link KeyCache#ENTRY_BYTES} (default {@link
  * KeyCache#DEFAULT_MAX_ENTRIES}, about 100 MB; 0 turns it off). State alone is the
  * truth: a restored job starts with an empty cache and gives the same features.
  *
@@ -58,9 +58,10 @@ import org.apache.flink.types.Row;
  * refused):
  *
  * <ul>
- *   <li>{@code meta} (value, {@link Meta}): the running aggregates and the cached ends of each
- *       window and deque. Per-window arrays have n elements; {@code dequeHeads}, {@code frontSeqs}
- *       and {@code frontValues} 2n (window w's front in the min deque at 2w, in the max deque at
+ *   <li>{@code meta_bytes} (map with the one key 0, {@link MetaBytes}): the key's {@link Meta},
+ *       the running aggregates and the cached ends of each window and deque, as bytes.
+ *       Per-window arrays have n elements; {@code dequeHeads}, {@code frontSeqs} and {@code
+ *       frontValues} 2n (window w's front in the min deque at 2w, in the max deque at
  *       2w+1); {@code dequeTails} and {@code backValues} 2 (min, max); {@code headItems} n*m
  *       (window-major: w*m + i); {@code distincts} m*n (column-major: i*n + w).
  *   <li>{@code log} (map, sequence number -> {@link Entry}): the events still in the longest
@@ -75,8 +76,9 @@ import org.apache.flink.types.Row;
  *       two deque writes whatever the number of windows (layout 2 kept two deques per window).
  * </ul>
  *
- * <p>Layout 2 state (before the shared deques) is refused with a clear error, unless the query
- * has a single window, where both layouts are the same.
+ * <p>Layout 3 kept the meta value as a state of its own (a POJO, which Flink read, converted,
+ * hashed and wrote again on every call), layout 2 also a min and a max deque per window. State of
+ * either is refused with a clear error: a key with a log but no meta value.
  */
 @DataTypeHint(
         "ROW<counts ARRAY<BIGINT>, sums ARRAY<DOUBLE>, avgs ARRAY<DOUBLE>, mins ARRAY<DOUBLE>, "
@@ -95,13 +97,16 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
     static final long MAX_WINDOW_MS = 86_400_000L;
 
     /** The state layout described above; rtml.versions.SLIDING_WINDOW_STATE_LAYOUT repeats it. */
-    static final int STATE_LAYOUT = 3;
+    static final int STATE_LAYOUT = 4;
 
     /**
      * Each item column costs a state read and write per event and per eviction; the bound keeps
      * that cost in sight, and the one-char column prefix of item keys unambiguous.
      */
     static final int MAX_ITEM_COLUMNS = 8;
+
+    /** The one key of the meta_bytes map: a key's meta value. */
+    private static final Integer META_KEY = 0;
 
     /** The two deques: windows' minimums and maximums. */
     private static final int MIN = 0;
@@ -166,7 +171,7 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
 
     public void eval(
             Context ctx,
-            @StateHint(name = "meta", ttl = STATE_TTL) Meta meta,
+            @StateHint(name = "meta_bytes", ttl = STATE_TTL) MapView<Integer, byte[]> metaState,
             @StateHint(name = "log", ttl = STATE_TTL) MapView<Long, Entry> logState,
             @StateHint(name = "items", ttl = STATE_TTL) MapView<String, long[]> itemsState,
             @StateHint(name = "deques", ttl = STATE_TTL) MapView<Long, Slot> dequesState,
@@ -213,13 +218,12 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
         }
         Object partition = partitionKey(input);
         KeyCache cached = null;
+        Meta meta;
         StateBuffer<Long, Entry> log;
         StateBuffer<String, long[]> items;
         StateBuffer<Long, Slot> deques;
         if (heap != null) {
             HeapWindows.Key held = heap.of(partition, time.currentWatermark(), windowLengths[longest]);
-            // Flink would otherwise keep the unused meta argument (a new, empty value) per key.
-            ctx.clearState("meta");
             meta = held.meta;
             // The maps are the state, in memory already: read and written in place, no buffer,
             // no cache.
@@ -228,6 +232,10 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
             deques = StateBuffer.direct(held.deques);
         } else {
             cached = cachedKeys.of(partition, System.currentTimeMillis());
+            meta = cached.meta();
+            if (meta == null) {
+                meta = readMeta(metaState, logState);
+            }
             int recentLog = cachedKeys.limit(KeyCache.LOG_ENTRIES_PER_KEY + 1);
             log = new StateBuffer<>(logState, cached.log, recentLog);
             items =
@@ -256,16 +264,6 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
                                     + " and "
                                     + m
                                     + ": run the changed query without the old state"));
-        } else if (meta.dequeTails.length != 2) {
-            // Layout 2 kept a min and a max deque per window (one window: the same as now).
-            throw withoutRestarts(
-                    new IllegalStateException(
-                            "SLIDING_WINDOW_FEATURES: the state was written by an earlier version"
-                                    + " of this function (state layout 2, deques per window;"
-                                    + " now layout "
-                                    + STATE_LAYOUT
-                                    + "): run the query without the old state (start fresh or"
-                                    + " backfill)"));
         }
         long now = Math.max(eventTime, meta.newest);
         meta.newest = now;
@@ -330,6 +328,10 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
         items.flush();
         deques.flush();
         if (cached != null) {
+            metaState.put(META_KEY, MetaBytes.encode(meta));
+            if (cachedKeys.limit(1) > 0) {
+                cached.meta(meta);
+            }
             cachedKeys.update(cached);
         }
 
@@ -356,6 +358,34 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
             }
         }
         collect(Row.of(counts, sums, avgs, mins, maxs, stddevs, distincts, itemCountsOut));
+    }
+
+    /**
+     * A key's meta value from state, or a new one for a key without state. A log without a meta
+     * value is state of layout 3 or older (their meta value was a state of its own): refused.
+     */
+    private static Meta readMeta(MapView<Integer, byte[]> metaState, MapView<Long, Entry> logState)
+            throws Exception {
+        byte[] saved = metaState.get(META_KEY);
+        if (saved != null) {
+            try {
+                return MetaBytes.decode(saved);
+            } catch (IllegalStateException otherLayout) {
+                throw withoutRestarts(olderLayout(otherLayout.getMessage()));
+            }
+        }
+        if (!logState.isEmpty()) {
+            throw withoutRestarts(olderLayout("a log without a meta value"));
+        }
+        return new Meta();
+    }
+
+    private static IllegalStateException olderLayout(String found) {
+        return new IllegalStateException(
+                "SLIDING_WINDOW_FEATURES: the state was written by an earlier version of this"
+                        + " function (" + found + ": state layout 3 or older; now layout "
+                        + STATE_LAYOUT + "): run the query without the old state (start fresh or"
+                        + " backfill)");
     }
 
     private static void reset(Meta meta, int n, int m, long eventTime) {

@@ -62,6 +62,20 @@ class KeyCacheTest {
     }
 
     @Test
+    void theMetaValueIsWeighedEachTimeItIsKept() {
+        KeyCache cache = new KeyCache.Keys(1_000).of("card", 0);
+        SlidingWindowFeatures.Meta meta = MetaBytesTest.sample(4, 4);
+        cache.meta(meta);
+        long held = cache.bytes();
+        assertTrue(held > 4 * 300, "four 300-char items and the arrays: " + held);
+        meta.headItems[3] = null; // changed in place, kept again: weighed anew
+        cache.meta(meta);
+        assertTrue(cache.bytes() < held - 300, held + " -> " + cache.bytes());
+        cache.meta(null);
+        assertEquals(0, cache.bytes());
+    }
+
+    @Test
     void longItemValuesWeighMoreThanShortOnes() {
         SlidingWindowFeatures.Entry shortItems = entry(1, "m123", "US", "10.1.2.3");
         SlidingWindowFeatures.Entry longItems = entry(1, "m".repeat(2_000), "US", "10.1.2.3");
