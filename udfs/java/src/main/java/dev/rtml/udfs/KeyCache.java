@@ -87,6 +87,14 @@ final class KeyCache {
         private final transient KeyCache owner;
         private final int kind;
 
+        /**
+         * Whether this part holds every entry the key has in state, so that a key missing here is
+         * missing in state too: set by the function once it has cleared the key's state (from
+         * then on every entry passes through this cache), unset as soon as an entry is not kept.
+         * A new cache (a key not seen or dropped since, a restored job) knows nothing.
+         */
+        boolean complete;
+
         Part(KeyCache owner, int kind) {
             this.owner = owner;
             this.kind = kind;

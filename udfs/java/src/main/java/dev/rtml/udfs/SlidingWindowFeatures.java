@@ -251,6 +251,13 @@ public class SlidingWindowFeatures extends ProcessTableFunction<Row> {
             log.clear();
             items.clear();
             deques.clear();
+            if (cached != null) {
+                // From now on each item count and deque slot of the key passes through the cache:
+                // one it lacks is not in state either (until one is not kept), so a value new to
+                // the key's windows costs no state read. The log cache keeps only recent entries.
+                cached.items.complete = true;
+                cached.deques.complete = true;
+            }
             reset(meta, n, m, eventTime);
         } else if (meta.counts.length != n || meta.distincts.length != n * m) {
             throw withoutRestarts(

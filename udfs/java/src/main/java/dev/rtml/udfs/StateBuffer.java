@@ -13,7 +13,8 @@ import org.apache.flink.table.api.dataview.MapView;
  * most one state read and one state write (RocksDB: a JNI call and a (de)serialization each).
  *
  * <p>Reads go to the call's own entries first, then to {@code cache} (what earlier calls for the
- * same partition key left there, see {@link KeyCache}), and only then to the state. The flush
+ * same partition key left there, see {@link KeyCache}), and only then to the state, unless the
+ * cache is {@link KeyCache.Part#complete}: then what it lacks, the state lacks too. The flush
  * writes every changed entry to the state and to the cache (a new entry only while the cache holds
  * fewer than {@code cacheLimit}). State stays the truth: the cache only saves reading back what
  * this function instance wrote or read, and a restored or rescaled job starts with new, empty
@@ -65,7 +66,7 @@ final class StateBuffer<K, V> {
             return held == REMOVED ? null : (V) held;
         }
         V value = cache.get(key);
-        if (value == null) {
+        if (value == null && !cache.complete) {
             value = state.get(key);
         }
         touched.put(key, value == null ? REMOVED : value);
@@ -117,6 +118,8 @@ final class StateBuffer<K, V> {
                 state.put(key, (V) value);
                 if (cache.size() < cacheLimit || cache.containsKey(key)) {
                     cache.put(key, (V) value);
+                } else {
+                    cache.complete = false;
                 }
             }
         }
