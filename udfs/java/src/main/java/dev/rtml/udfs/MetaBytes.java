@@ -12,7 +12,7 @@ import java.nio.charset.StandardCharsets;
  * windows). As bytes in a map entry it is read only when the key's cache misses, and written as
  * one array.
  *
- * <p>Format: the layout (one byte), n windows and m item columns (one byte each), then the fields
+ * <p>Format: the layout (one byte), n windows and m item columns (two bytes each), then the fields
  * of {@link SlidingWindowFeatures.Meta} in declaration order: longs and doubles as 8 bytes, the
  * items as a length (-1 for NULL) and their UTF-8 bytes.
  */
@@ -34,8 +34,8 @@ final class MetaBytes {
         // distincts (mn); per deque front: dequeHeads, frontSeqs, frontValues (3 * 2n);
         // per deque: dequeTails, backValues (2 * 2).
         int longs = 2 + 6 * n + m * n + 6 * n + 4;
-        ByteBuffer out = ByteBuffer.allocate(3 + 8 * longs + itemBytes);
-        out.put((byte) SlidingWindowFeatures.STATE_LAYOUT).put((byte) n).put((byte) m);
+        ByteBuffer out = ByteBuffer.allocate(5 + 8 * longs + itemBytes);
+        out.put((byte) SlidingWindowFeatures.STATE_LAYOUT).putShort((short) n).putShort((short) m);
         out.putLong(meta.next).putLong(meta.newest);
         putLongs(out, meta.heads);
         putLongs(out, meta.headTimes);
@@ -68,8 +68,8 @@ final class MetaBytes {
                     "meta value of state layout " + layout + ", expected "
                             + SlidingWindowFeatures.STATE_LAYOUT);
         }
-        int n = in.get();
-        int m = in.get();
+        int n = in.getShort();
+        int m = in.getShort();
         SlidingWindowFeatures.Meta meta = new SlidingWindowFeatures.Meta();
         meta.next = in.getLong();
         meta.newest = in.getLong();

@@ -59,7 +59,7 @@ class MetaBytesTest {
 
     @Test
     void aMetaValueComesBackAsItWas() {
-        for (int[] shape : new int[][] {{4, 4}, {1, 0}, {3, 8}}) {
+        for (int[] shape : new int[][] {{4, 4}, {1, 0}, {3, 8}, {200, 2}}) { // windows, items
             SlidingWindowFeatures.Meta meta = sample(shape[0], shape[1]);
             SlidingWindowFeatures.Meta back = MetaBytes.decode(MetaBytes.encode(meta));
             assertEquals(meta.next, back.next);
