@@ -11,6 +11,7 @@ from bench.scoring import (
     half_rate,
     judge,
     stamped_lines,
+    unsustained,
 )
 
 
@@ -39,9 +40,13 @@ def _latency(p99: float, scoring_p99: float | None = None) -> dict:
     return run
 
 
+def _rate(events_per_s: float, measured_s: float = 12.0) -> dict:
+    return {"events_per_s": events_per_s, "measured_s": measured_s}
+
+
 def test_a_partial_run_is_judged_on_what_it_measured_and_leaves_the_rest_open() -> None:
     results = {
-        "throughput": {"rtml_eo": {"events_per_s": 4000.0}, "rtml_alo": {"events_per_s": 5000.0}},
+        "throughput": {"rtml_eo": _rate(4000.0), "rtml_alo": _rate(5000.0)},
         "latency": {"rtml_eo": _latency(5200.0), "rtml_alo": _latency(180.0, 20.0)},
     }
     judged = judge(results, checkpoint_ms=5000.0, deadline_ms=250.0)
@@ -58,8 +63,8 @@ def test_a_partial_run_is_judged_on_what_it_measured_and_leaves_the_rest_open() 
 def test_a_full_run_is_judged_on_every_target() -> None:
     results = {
         "throughput": {
-            "rtml_eo": {"events_per_s": 4000.0}, "rtml_alo": {"events_per_s": 5000.0},
-            "stock": {"events_per_s": 50.0}, "loop": {"events_per_s": 1000.0},
+            "rtml_eo": _rate(4000.0), "rtml_alo": _rate(5000.0),
+            "stock": _rate(50.0), "loop": _rate(1000.0),
         },
         "latency": {
             "rtml_eo": _latency(5400.0), "rtml_alo": _latency(140.0, 20.0),
@@ -73,6 +78,27 @@ def test_a_full_run_is_judged_on_every_target() -> None:
     # stock ratio, loop ratio, exactly-once p99, at-least-once p99, stalled scoring, stalled end
     # to end (limit 250 + 50 + the healthy run's 140 - 20 = 420 ms)
     assert [t["met"] for t in judged["targets"]] == [True, False, False, True, True, True]
+
+
+def test_a_rate_measured_over_less_than_two_checkpoints_is_left_out_of_the_ratios() -> None:
+    results = {
+        "throughput": {
+            "rtml_eo": _rate(9000.0, measured_s=5.2), "rtml_alo": _rate(13000.0, measured_s=10.0),
+            "stock": _rate(100.0, measured_s=3.0), "loop": _rate(2000.0, measured_s=4.0),
+        },
+        "latency": {},
+    }  # fmt: skip
+    assert unsustained(results, checkpoint_ms=5000.0) == ["rtml_eo"]
+    judged = judge(results, checkpoint_ms=5000.0, deadline_ms=250.0)
+    assert judged["ratios"]["rtml_vs_loop"] is None
+    assert judged["ratios"]["rtml_vs_stock"] is None
+    assert judged["ratios"]["rtml_at_least_once_vs_loop"] == 6.5  # 10.0 s: two intervals
+    assert list(judged["unsustained"]) == ["rtml_eo"]
+    assert "5.2 s" in judged["unsustained"]["rtml_eo"]
+    met = {t["target"]: t["met"] for t in judged["targets"]}
+    assert met["events/s rtml / hand-written loop"] is None
+    # the loop and the stock variant have no checkpoints: their spans are not judged
+    assert unsustained(results, checkpoint_ms=1000.0) == []
 
 
 def _checkpoint(trigger: int, duration: int) -> dict:
