@@ -6,6 +6,12 @@ timeout and the whole call by the deadline; retryable failures are retried with 
 time is left, and the circuit breaker refuses requests while the server keeps failing. Rows the
 server did not score go down the fallback chain: the local fallback model, then the rule.
 
+When the breaker's cool-down ends, the sub-batch that would probe the server is sent as a probe
+in the background and its rows go down the fallback chain at once: a server that is still down
+costs the stream nothing, where waiting for the probe held the whole batch (and the Flink bundle
+behind it) for a request timeout every cool-down. The probe's answer only tells the breaker
+whether to close; the first batch after a recovery is the one that falls back needlessly.
+
 `score()` is synchronous, never raises for bad rows or a bad server, and returns within the
 deadline plus the time the fallbacks take (milliseconds). It is safe from several threads. The
 scorer pickles as its configuration; the loop thread, connections and the fallback model are
@@ -75,6 +81,7 @@ class ScorerMetrics:
     timeouts: int = 0
     retries: int = 0
     breaker_rejections: int = 0  # sub-batches not sent because the breaker was open
+    breaker_probes: int = 0  # sub-batches sent half-open as a probe, their rows falling back
     breaker_opened: int = 0
     deadline_exceeded: int = 0  # sub-batches still waiting for a connection at the deadline
     primary: int = 0  # predictions per path
@@ -139,6 +146,7 @@ class Scorer:
         self._thread: threading.Thread | None = None
         self._client: AsyncV2Client | None = None
         self._in_flight: asyncio.Semaphore | None = None
+        self._probes: set[asyncio.Task] = set()  # referenced until done (the loop keeps weak ones)
         self._pid = os.getpid()
         self._random = random.Random(self._seed)
         self.breaker = CircuitBreaker(
@@ -342,12 +350,19 @@ class Scorer:
             failure: Failure | None = None
             retries = 0
             while True:
+                probing = self.breaker.state is BreakerState.HALF_OPEN
                 if not self.breaker.allow():
                     self._count(breaker_rejections=1)
                     reason = "breaker open"
                     if failure is not None:
                         reason = f"{_describe(failure, retries)}; breaker open"
                     return _SubResult(error=reason, done_at=time.monotonic())
+                if probing:
+                    self._probe_in_background(block)
+                    return _SubResult(
+                        error="breaker half-open: this batch probes the server in the background",
+                        done_at=time.monotonic(),
+                    )
                 outcome = await self._attempt(block, deadline)
                 if isinstance(outcome, _SubResult):
                     return outcome
@@ -362,6 +377,19 @@ class Scorer:
                 await asyncio.sleep(delay / 1000)
         finally:
             in_flight.release()
+
+    def _probe_in_background(self, block: np.ndarray) -> None:
+        """Send `block` as the half-open breaker's probe, without anyone waiting for it."""
+        self._count(breaker_probes=1)
+        probe = asyncio.ensure_future(self._probe(block))
+        self._probes.add(probe)
+        probe.add_done_callback(self._probes.discard)
+
+    async def _probe(self, block: np.ndarray) -> None:
+        in_flight = self._in_flight
+        assert in_flight is not None
+        async with in_flight:
+            await self._attempt(block, time.monotonic() + self.settings.request_timeout_ms / 1000)
 
     async def _attempt(self, block: np.ndarray, deadline: float) -> Failure | _SubResult:
         """One request; the breaker has allowed it and hears how it went."""

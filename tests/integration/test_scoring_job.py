@@ -259,9 +259,17 @@ def test_a_stalled_or_failing_server_gets_fallbacks_and_the_breaker_opens_and_cl
                 rows = by_event(predictions(bootstrap, out, seen, settle_s=1), events[:seen])
                 got = [rows[e["event_id"]] for e in part]
                 paths = Counter(row["path"] for row in got)
-                if phase == "probe":  # the first request probes the half-open breaker and closes it
+                if phase == "probe":
+                    # the first sub-batch probes the half-open breaker in the background and
+                    # falls back, as do the others until the probe's answer closes the breaker
                     why = Counter(row["error"] for row in got if row["path"] != "primary")
-                    assert paths["primary"] > 0, (phase, paths, why.most_common(5))
+                    assert set(paths) <= {"primary", "fallback_model"}, (phase, paths)
+                    assert set(why) <= {
+                        "primary: breaker half-open: this batch probes the server in the "
+                        "background",
+                        "primary: breaker open",
+                    }, (phase, why.most_common(5))
+                    assert any("half-open" in error for error in why), (phase, why)
                 elif phase in ("healthy", "after"):
                     why = Counter(row["error"] for row in got if row["path"] != "primary")
                     assert paths == {"primary": count}, (phase, paths, why.most_common(5))
@@ -275,7 +283,11 @@ def test_a_stalled_or_failing_server_gets_fallbacks_and_the_breaker_opens_and_cl
                     cause = causes[phase]
                     unexplained = [
                         row["error"] for row in got
-                        if not ("breaker open" in row["error"] or cause in row["error"])
+                        if not (
+                            "breaker open" in row["error"]
+                            or "breaker half-open" in row["error"]
+                            or cause in row["error"]
+                        )
                     ]  # fmt: skip
                     assert not unexplained, (phase, unexplained[:3])
                     metrics = wait_for_metrics(
@@ -289,6 +301,7 @@ def test_a_stalled_or_failing_server_gets_fallbacks_and_the_breaker_opens_and_cl
                 rest, job_id, lambda m: m.get("rows") == len(events) and m["breaker_state"] == 0
             )
             assert metrics["breaker_state"] == 0, metrics  # closed again
+            assert metrics.get("breaker_probes", 0) >= 1, metrics
             assert metrics["rows"] == len(events), metrics
             # PyFlink reports a counter once it has been incremented: absent means 0
             assert metrics["fallback_model"] >= 500 and metrics.get("default", 0) == 0, metrics

@@ -67,6 +67,14 @@ def _rows(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(n, len(FEATURES)))
 
 
+def _settles(scorer: Scorer, state: BreakerState, within_s: float = 5.0) -> bool:
+    """Whether the breaker reaches `state` within `within_s` (a probe answers in the background)."""
+    until = time.monotonic() + within_s
+    while scorer.breaker_state is not state and time.monotonic() < until:
+        time.sleep(0.005)
+    return scorer.breaker_state is state
+
+
 def _timed(scorer: Scorer, rows: object) -> tuple[list, float]:
     started = time.monotonic()
     predictions = scorer.score(rows)
@@ -217,9 +225,13 @@ def test_killed_server_falls_back_fast_and_recovery_is_picked_up(fallback_dir: P
         restarted = StubV2Server(port=port).start()  # back on the same address
         try:
             time.sleep(0.2)  # the cool-down
+            probing = scorer.score(_rows(10))  # falls back while its rows probe the server
+            assert {p.path for p in probing} == {ScorePath.FALLBACK_MODEL}
+            assert probing[0].error.startswith("primary: breaker half-open: this batch probes")
+            assert _settles(scorer, BreakerState.CLOSED)
             assert {p.path for p in scorer.score(_rows(10))} == {ScorePath.PRIMARY}
-            assert scorer.breaker_state is BreakerState.CLOSED
             assert scorer.metrics().breaker_opened == 1
+            assert scorer.metrics().breaker_probes == 1
         finally:
             restarted.stop()
 
@@ -240,15 +252,44 @@ def test_breaker_opens_stops_calling_then_probes_and_closes(stub: StubV2Server) 
         time.sleep(0.21)
         assert scorer.breaker_state is BreakerState.HALF_OPEN
         scorer.score(_rows(64))  # the probe fails: open again
-        assert scorer.breaker_state is BreakerState.OPEN
+        assert _settles(scorer, BreakerState.OPEN)
+        assert stub.stats()["infer_requests"] == before + 1
         stub.set_behaviour()
         time.sleep(0.21)
         predictions = scorer.score(_rows(64 * 3))
-        # one probe goes out half-open; the sub-batches refused meanwhile fall back
-        assert sum(p.path is ScorePath.PRIMARY for p in predictions) >= 64
-        assert scorer.breaker_state is BreakerState.CLOSED
+        # one sub-batch probes half-open, in the background; all three fall back meanwhile
+        assert [p.error for p in predictions[::64]] == [
+            "primary: breaker half-open: this batch probes the server in the background; "
+            "fallback_model: none configured",
+            "primary: breaker open; fallback_model: none configured",
+            "primary: breaker open; fallback_model: none configured",
+        ]
+        assert _settles(scorer, BreakerState.CLOSED)
         assert {p.path for p in scorer.score(_rows(64 * 3))} == {ScorePath.PRIMARY}
         assert scorer.metrics().breaker_opened == 2
+        assert scorer.metrics().breaker_probes == 2
+
+
+def test_a_probe_of_a_stalled_server_does_not_hold_the_batch(stub: StubV2Server) -> None:
+    # The request timeout is far longer than the fallbacks take: a batch that waited for its
+    # probe would take it in full.
+    settings = _settings(
+        stub, breaker_failure_threshold=1, breaker_cooldown_ms=100, retries=0,
+        request_timeout_ms=600.0, deadline_ms=900.0,
+    )  # fmt: skip
+    stub.set_behaviour(mode="sleep", sleep_ms=5000)
+    with Scorer(settings) as scorer:
+        scorer.score(_rows(10))  # times out after 600 ms: opens
+        assert scorer.breaker_state is BreakerState.OPEN
+        time.sleep(0.11)
+        probing, elapsed = _timed(scorer, _rows(10))
+        assert elapsed < 0.6 - SLACK_S, elapsed
+        assert probing[0].error.startswith("primary: breaker half-open: this batch probes")
+        refused, elapsed = _timed(scorer, _rows(10))  # the probe still out: refused at once
+        assert elapsed < 0.6 - SLACK_S, elapsed
+        assert refused[0].error.startswith("primary: breaker open")
+        assert _settles(scorer, BreakerState.OPEN)  # the probe timed out
+        assert scorer.metrics().timeouts == 2
 
 
 def test_rows_with_missing_features_skip_the_server_and_say_why(
