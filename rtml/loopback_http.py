@@ -13,6 +13,8 @@ import json
 import threading
 from typing import Any
 
+from rtml.loop_thread import start_loop_thread, stop_loop_thread
+
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
            504: "Gateway Timeout"}  # fmt: skip
@@ -56,9 +58,7 @@ class LoopbackJsonServer:
             asyncio.start_server(self._serve, "127.0.0.1", self.port)
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        self._loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, name=self.thread_name, daemon=True)
-        self._thread.start()
+        self._loop, self._thread = start_loop_thread(self.thread_name, loop)
         return self
 
     def stop(self) -> None:
@@ -66,13 +66,10 @@ class LoopbackJsonServer:
         loop = self._loop
         if loop is None:
             return
-        asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=5)
-        loop.call_soon_threadsafe(loop.stop)
-        assert self._thread is not None
-        self._thread.join(timeout=5)
-        if not loop.is_running():
-            loop.close()
+        error = stop_loop_thread(loop, self._thread, self._shutdown, timeout_s=5)
         self._loop = None
+        if error is not None:
+            raise error
 
     async def serve_forever(self) -> None:
         """Serve on the current event loop (a command line's way), until cancelled."""

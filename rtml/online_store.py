@@ -71,6 +71,8 @@ import redis
 import redis.asyncio
 import redis.exceptions
 
+from rtml.loop_thread import start_loop_thread, stop_loop_thread
+
 log = logging.getLogger(__name__)
 
 Value: TypeAlias = int | float | str | bool | None
@@ -840,17 +842,11 @@ class RedisFeatureWriter:
             if loop is None or self._pid != os.getpid():
                 self._reset_runtime()
                 return
-            if client is not None:
-                closing = asyncio.run_coroutine_threadsafe(client.aclose(), loop)
-                try:
-                    closing.result(timeout=self.settings.timeout_s)
-                except Exception:  # noqa: BLE001 - closing a dead connection may fail; we're done
-                    log.debug("closing the Redis client failed", exc_info=True)
-            loop.call_soon_threadsafe(loop.stop)
-            if thread is not None:
-                thread.join(timeout=self.settings.timeout_s)
-            if not loop.is_running():
-                loop.close()
+            error = stop_loop_thread(
+                loop, thread, None if client is None else client.aclose, self.settings.timeout_s
+            )
+            if error is not None:  # closing a dead connection may fail; we are done with it
+                log.debug("closing the Redis client failed: %r", error)
             self._reset_runtime()
 
     # -- internals -------------------------------------------------------------------------------
@@ -878,13 +874,9 @@ class RedisFeatureWriter:
             if self._pid != os.getpid():  # forked: the loop thread did not come along
                 self._reset_runtime()
             if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(
-                    target=loop.run_forever, name=f"rtml-redis-writer-{self.featureset.name}",
-                    daemon=True,
-                )  # fmt: skip
-                thread.start()
-                self._loop, self._thread = loop, thread
+                self._loop, self._thread = start_loop_thread(
+                    f"rtml-redis-writer-{self.featureset.name}"
+                )
             return self._loop
 
     def _connect(self) -> redis.asyncio.Redis:

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from rtml.loop_thread import start_loop_thread, stop_loop_thread
 from rtml.scoring.breaker import BreakerState, CircuitBreaker
 from rtml.scoring.fallback import DefaultRule, FallbackModel
 from rtml.scoring.features import FeatureMatrix, feature_matrix
@@ -266,19 +267,12 @@ class Scorer:
                 self._reset_runtime()
                 return
         # Not under the lock: the loop's tasks take it to count, and must finish to let go.
-        if loop.is_running():
-            try:
-                shutting_down = asyncio.run_coroutine_threadsafe(_shut_down(client), loop)
-                shutting_down.result(timeout=_CLOSE_TIMEOUT_S)
-            except Exception:  # noqa: BLE001 - a stuck loop must not keep us from closing
-                log.warning(
-                    "the scorer's event loop did not shut down within %.0f s", _CLOSE_TIMEOUT_S
-                )
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(timeout=_CLOSE_TIMEOUT_S)
-        if not loop.is_running():
-            loop.close()
+        error = stop_loop_thread(loop, thread, lambda: _shut_down(client), _CLOSE_TIMEOUT_S)
+        if error is not None:  # a stuck loop must not keep us from closing
+            log.warning(
+                "the scorer's event loop did not shut down within %.0f s: %r",
+                _CLOSE_TIMEOUT_S, error,
+            )  # fmt: skip
         with self._lock:
             self._reset_runtime()
 
@@ -437,15 +431,11 @@ class Scorer:
             if self._pid != os.getpid():  # forked: the loop thread did not come along
                 self._reset_runtime()
             if self._loop is None:
-                loop = asyncio.new_event_loop()
                 self._client = AsyncV2Client(self.settings)
                 self._in_flight = asyncio.Semaphore(self.settings.max_in_flight)
-                thread = threading.Thread(
-                    target=loop.run_forever, name=f"rtml-scorer-{self.settings.model_name}",
-                    daemon=True,
-                )  # fmt: skip
-                thread.start()
-                self._loop, self._thread = loop, thread
+                self._loop, self._thread = start_loop_thread(
+                    f"rtml-scorer-{self.settings.model_name}"
+                )
             return self._loop
 
     # -- the fallbacks ---------------------------------------------------------------------------
