@@ -353,10 +353,10 @@ class Scorer:
                     return _SubResult(error=reason, done_at=time.monotonic())
                 if probing:
                     self._probe_in_background(block)
-                    return _SubResult(
-                        error="breaker half-open: this batch probes the server in the background",
-                        done_at=time.monotonic(),
-                    )
+                    reason = "breaker half-open: this batch probes the server in the background"
+                    if failure is not None:  # a retry after a cool-down shorter than the deadline
+                        reason = f"{_describe(failure, retries)}; {reason}"
+                    return _SubResult(error=reason, done_at=time.monotonic())
                 outcome = await self._attempt(block, deadline)
                 if isinstance(outcome, _SubResult):
                     return outcome

@@ -271,6 +271,23 @@ def test_breaker_opens_stops_calling_then_probes_and_closes(stub: StubV2Server) 
         assert scorer.metrics().breaker_probes == 2
 
 
+def test_a_retry_that_finds_the_breaker_half_open_probes_and_keeps_the_first_failure(
+    stub: StubV2Server,
+) -> None:
+    # a cool-down shorter than any retry's backoff: the retry finds the breaker half-open
+    settings = _settings(
+        stub, breaker_failure_threshold=1, breaker_cooldown_ms=0.001, sub_batch_size=1000
+    )
+    stub.set_behaviour(mode="error", status=503)
+    with Scorer(settings) as scorer:
+        predictions = scorer.score(_rows(10))
+        assert _eventually(lambda: stub.stats()["infer_requests"] == 2)  # the first, the probe
+    assert predictions[0].error == (
+        "primary: HTTP 503: stub told to answer 503 (2 attempts); breaker half-open: this batch "
+        "probes the server in the background; fallback_model: none configured"
+    )
+
+
 def test_a_probe_of_a_stalled_server_does_not_hold_the_batch(stub: StubV2Server) -> None:
     # The request timeout is far longer than the fallbacks take: a batch that waited for its
     # probe would take it in full.
