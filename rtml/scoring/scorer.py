@@ -54,6 +54,7 @@ _GRACE_S = 0.01
 # then leaves its sockets open.
 _CLOSE_TIMEOUT_S = 5.0
 _SAMPLES_KEPT = 10_000
+_PROBING = "breaker half-open: this batch probes the server in the background"
 
 
 class ScorePath(enum.StrEnum):
@@ -347,15 +348,11 @@ class Scorer:
                 probing = self.breaker.state is BreakerState.HALF_OPEN
                 if not self.breaker.allow():
                     self._count(breaker_rejections=1)
-                    reason = "breaker open"
-                    if failure is not None:
-                        reason = f"{_describe(failure, retries)}; breaker open"
+                    reason = _join(_tried(failure, retries), "breaker open")
                     return _SubResult(error=reason, done_at=time.monotonic())
-                if probing:
+                if probing:  # a first attempt, or a retry that outlasted a short cool-down
                     self._probe_in_background(block)
-                    reason = "breaker half-open: this batch probes the server in the background"
-                    if failure is not None:  # a retry after a cool-down shorter than the deadline
-                        reason = f"{_describe(failure, retries)}; {reason}"
+                    reason = _join(_tried(failure, retries), _PROBING)
                     return _SubResult(error=reason, done_at=time.monotonic())
                 outcome = await self._attempt(block, deadline)
                 if isinstance(outcome, _SubResult):
@@ -500,6 +497,11 @@ async def _shut_down(client: AsyncV2Client | None) -> None:
 def _describe(failure: Failure, retries: int) -> str:
     text = failure.describe()
     return f"{text} ({retries + 1} attempts)" if retries else text
+
+
+def _tried(failure: Failure | None, retries: int) -> str | None:
+    """What the attempts so far met, if any failed."""
+    return None if failure is None else _describe(failure, retries)
 
 
 def _join(first: str | None, second: str) -> str:
