@@ -27,17 +27,18 @@ Each variant, in turn (one job at a time on the 2 cores, parallelism 1):
    lasted `SUSTAINED_CHECKPOINTS` checkpoint intervals or more: a shorter one measures the job's
    first seconds (a cold JIT, the first checkpoint, or none at all), not its sustained rate.
 2. Latency, on the same running job: transactions sent at half of that measured rate for
-   --latency-seconds (after 5 s of warm-up) through Kafka's Java console producer, each with
-   `ts` = the wall clock when sent; `read_committed` consumers of the predictions topic (Kafka's
-   Java console consumer, one per partition, each line stamped by a thread of this process as it
-   arrives) note when each event's prediction first becomes visible. Latency = visible - ts:
-   Kafka, the job (or loop), the model server and, in exactly-once mode, the wait for the
-   checkpoint that commits the transaction. Predictions not visible 15 s after the last event
-   are counted as `unseen`. For the Flink variants, the checkpoints completed meanwhile:
+   --latency-seconds (after WARMUP_S, 15 s, of warm-up) through Kafka's Java console producer,
+   each with `ts` = the wall clock when sent; `read_committed` consumers of the predictions
+   topic (Kafka's Java console consumer, one per partition, each line stamped by a thread of this
+   process as it arrives) note when each event's prediction first becomes visible. Latency =
+   visible - ts: Kafka, the job (or loop), the model server and, in exactly-once mode, the wait
+   for the checkpoint that commits the transaction. Predictions not visible 15 s after the last
+   event are counted as `unseen`. For the Flink variants, the checkpoints completed meanwhile:
    end-to-end durations and sizes, and for the slowest one, per operator chain, the parts of its
    slowest subtask (start delay: the barrier's way there, behind the records queued before it;
    alignment; sync and async phases); for an exactly-once sink, per committed transaction, the
-   parts of its oldest event's wait (`exactly_once_wait`).
+   parts of its oldest event's wait (`exactly_once_wait`); for an at-least-once one, how much
+   of the latency over 150 ms was sent near a checkpoint (`tail_near_checkpoints`).
 3. Finally (a) at-least-once against a V2 stub server that never answers in time (it sleeps 5 s
    per request), with the published model as the local fallback model: the same latency
    measurement at rtml's at-least-once half rate, plus the fallback rate and the scorer's own
@@ -77,7 +78,10 @@ import requests
 
 FEATURES = ["amount", "tx_count_1m", "tx_count_5m", "amount_sum_5m", "merchants_5m"]
 START_MS = 1_763_700_000_000
-WARMUP_S = 5.0
+# Sending starts three JVMs (the producer and two consumers) beside the job: after 5 s of warm-up
+# the first 1-6 s of the measured span still drained what queued meanwhile (latencies up to
+# 0.8-2.4 s, falling), which alone made p99 in 13 of 13 runs of rtml_alo (2026-12-07).
+WARMUP_S = 15.0
 DRAIN_S = 15.0  # how long predictions may take to show up after the last event is sent
 STALL_SLEEP_MS = 5000  # the stalled server answers after this long (far past any deadline)
 # issue #4's targets
@@ -87,6 +91,12 @@ LOOP_RATIO_TARGET = 5.0
 EXACTLY_ONCE_SLACK_MS = 300.0  # p99 under the checkpoint interval + this
 AT_LEAST_ONCE_P99_MS = 150.0
 STALLED_SLACK_MS = 50.0  # p99 under the scoring deadline + this (+ the pipeline's own latency)
+# An event sent this long before a checkpoint's trigger, or this long after it, is "near" it: the
+# trigger, the barrier's way, the sync phase (100-300 ms) and the catch-up after it.
+NEAR_CHECKPOINT_MS = (500.0, 1000.0)
+# The checkpoints the JobManager keeps for /checkpoints (Flink's default is 10: fewer than one
+# latency measurement spans, warm-up and drain included).
+CHECKPOINT_HISTORY = 100
 # A Flink variant's events/s counts when its measured span covers this many checkpoints.
 SUSTAINED_CHECKPOINTS = 2
 # The backlog's transactions per card (the 60,000 over 500 cards of 2026-12-06): its cards grow
@@ -602,6 +612,38 @@ def exactly_once_wait(
     }
 
 
+def tail_near_checkpoints(
+    visible_and_sent: list[tuple[int, int]], triggers_ms: Iterable[int], over_ms: float,
+    near_ms: tuple[float, float] = NEAR_CHECKPOINT_MS,
+) -> dict | None:  # fmt: skip
+    """How much of a latency tail the checkpoints explain (pure).
+
+    Of the events whose latency was over `over_ms`, the share sent from `near_ms[0]` before a
+    checkpoint's trigger to `near_ms[1]` after it; beside it, the share of all events sent in
+    those spans: what the tail's share would be if checkpoints had nothing to do with it.
+    None without events.
+    """
+    triggers = sorted(triggers_ms)
+    before, after = near_ms
+
+    def near(sent: int) -> bool:
+        i = bisect.bisect_right(triggers, sent + before)  # the last trigger at or before it
+        return i > 0 and sent - triggers[i - 1] <= after
+
+    if not visible_and_sent:
+        return None
+    flags = [(visible - sent > over_ms, near(sent)) for visible, sent in visible_and_sent]
+    tail = [is_near for over, is_near in flags if over]
+    return {
+        "over_ms": over_ms,
+        "near_checkpoint_ms": [-before, after],
+        "events_over": len(tail),
+        "share_over": round(len(tail) / len(flags), 4),
+        "near_checkpoint_share_of_those_over": round(sum(tail) / len(tail), 3) if tail else None,
+        "near_checkpoint_share_of_all": round(sum(n for _, n in flags) / len(flags), 3),
+    }
+
+
 def duration_ms(text: str) -> float:
     """A Flink duration ("5s", "5 s", "500ms", "1min") in ms."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m)?\s*", str(text))
@@ -656,7 +698,8 @@ def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
     fraud = GENERATORS["fraud"]
     model = f"bench_fraud_{uuid.uuid4().hex[:6]}"
     folder = Path(tempfile.mkdtemp(prefix="rtml-bench-scoring-"))
-    conf_dir = flinkconf.with_overrides(folder, flinkconf.parse_overrides(args.conf))
+    overrides = {"web.checkpoints.history": str(CHECKPOINT_HISTORY)}
+    conf_dir = flinkconf.with_overrides(folder, overrides | flinkconf.parse_overrides(args.conf))
     settings = ephemeral_stack_settings(folder / "stack", flink_conf_dir=conf_dir)
     stack = Stack(settings)
     conf = flinkconf.load(settings.flink_conf_dir)
@@ -786,6 +829,16 @@ def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
                     if stats is not None and exactly_once:
                         stats["exactly_once_wait"] = exactly_once_wait(
                             visible_and_sent, overview, since_ms
+                        )
+                    if stats is not None and not exactly_once:
+                        stats["tail"] = tail_near_checkpoints(
+                            visible_and_sent,
+                            [
+                                c["trigger_timestamp"]
+                                for c in overview["history"]
+                                if c.get("trigger_timestamp", 0) >= since_ms
+                            ],
+                            AT_LEAST_ONCE_P99_MS,
                         )
                     results["latency"][variant]["checkpoints"] = stats
                     print(variant, results["latency"][variant], flush=True)

@@ -11,6 +11,7 @@ from bench.scoring import (
     half_rate,
     judge,
     stamped_lines,
+    tail_near_checkpoints,
     unsustained,
 )
 
@@ -154,3 +155,40 @@ def test_latency_runs_at_half_the_measured_rate_and_refuse_an_unknown_one() -> N
     assert half_rate(results, "loop") == 1500
     with pytest.raises(RuntimeError, match="stalled: the backlog arrived within one poll"):
         half_rate(results, "stalled")
+
+
+def test_the_tail_near_checkpoints_is_told_from_the_share_those_spans_hold_anyway() -> None:
+    triggers = [10_000, 20_000]  # spans (near_ms 500, 1000): 9,500-11,000 and 19,500-21,000
+    sent_latency = [
+        (9_400, 400),  # over, before the first span
+        (9_500, 300),  # over, at its start
+        (11_000, 200),  # over, at its end
+        (11_001, 90),
+        (15_000, 160),  # over, between the spans
+        (19_000, 80),
+        (20_500, 140),  # not over: 150 is the bound, not 140
+        (25_000, 100),
+    ]
+    tail = tail_near_checkpoints(
+        [(sent + latency, sent) for sent, latency in sent_latency], triggers, 150.0
+    )
+    assert tail == {
+        "over_ms": 150.0,
+        "near_checkpoint_ms": [-500.0, 1000.0],
+        "events_over": 4,
+        "share_over": 0.5,
+        "near_checkpoint_share_of_those_over": 0.5,  # 9,500 and 11,000
+        "near_checkpoint_share_of_all": 0.375,  # and 20,500
+    }
+
+
+def test_a_tail_without_checkpoints_or_events_is_said_plainly() -> None:
+    assert tail_near_checkpoints([], [10_000], 150.0) is None
+    nothing_near = tail_near_checkpoints([(1_200, 1_000), (2_100, 2_000)], [], 150.0)
+    assert nothing_near is not None
+    assert nothing_near["events_over"] == 1
+    assert nothing_near["near_checkpoint_share_of_those_over"] == 0.0
+    assert nothing_near["near_checkpoint_share_of_all"] == 0.0
+    none_over = tail_near_checkpoints([(1_100, 1_000)], [1_000], 150.0)
+    assert none_over is not None
+    assert none_over["near_checkpoint_share_of_those_over"] is None
