@@ -14,6 +14,7 @@ from pyflink.table import DataTypes
 from pyflink.table.udf import FunctionContext, ScalarFunction, UserDefinedScalarFunctionWrapper, udf
 
 from rtml.online_store import FeatureSet, RedisFeatureWriter, WriterSettings
+from udfs.worker import freeze_startup_heap
 
 
 class WriteOnlineFeatures(ScalarFunction):
@@ -32,6 +33,7 @@ class WriteOnlineFeatures(ScalarFunction):
 
     def open(self, function_context: FunctionContext) -> None:
         self.written = function_context.get_metric_group().counter("online_store_rows_written")
+        freeze_startup_heap()
 
     def eval(self, entity: pd.Series, event_ms: pd.Series, *features: pd.Series) -> pd.Series:
         # Columns go to the writer as they are: it encodes them vectorized, newest row per entity.

@@ -37,6 +37,7 @@ from pyflink.table.udf import FunctionContext, ScalarFunction, UserDefinedScalar
 
 from rtml.scoring import DefaultRule, Prediction, Scorer, ScorerMetrics, ScoringSettings
 from rtml.scoring.model_versions import FollowSettings, Promotion, VersionFollower
+from udfs.worker import freeze_startup_heap
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,7 @@ class ScoreFeatures(ScalarFunction):
         self._choice = self._choose()
         self._scorer = self._new_scorer(self._choice)
         self._seen = ScorerMetrics()
+        freeze_startup_heap()  # last: the model and the scorer are part of what stays
 
     def close(self) -> None:
         follower = getattr(self, "_follower", None)

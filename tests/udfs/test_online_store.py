@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pandas as pd
 
@@ -59,3 +61,10 @@ def test_eval_hands_the_columns_to_the_writer_by_feature_name() -> None:
     assert list(features) == ["amount", "n"]
     assert features["amount"] is amount and features["n"] is n
     assert counter.count == 3
+
+
+def test_open_freezes_the_workers_heap_with_the_writer_in_it() -> None:
+    fs = FeatureSet("cards", entity_column="card_id", event_time_column="ts")
+    udf = WriteOnlineFeatures("redis://127.0.0.1:1/0", fs, ["amount"], WriterSettings())
+    udf.open(Context(Counter()))  # type: ignore[arg-type]
+    assert not any(o is udf.writer for o in gc.get_objects())  # see udfs.worker

@@ -3,6 +3,7 @@ UDF itself (open/eval/close with a stand-in metric group) against a stub V2 serv
 
 from __future__ import annotations
 
+import gc
 import pickle
 import re
 from collections.abc import Callable, Iterator
@@ -219,6 +220,15 @@ def test_the_udf_scores_a_batch_and_mirrors_the_scorer_metrics(
     finally:
         function.close()
         stub.reset()
+
+
+def test_open_freezes_the_workers_heap_with_the_scorer_in_it(stub: StubV2Server) -> None:
+    function = ScoreFeatures(ScoringSettings("m", FEATURES, base_url=stub.url, retries=0))
+    function.open(_Context())  # type: ignore[arg-type]
+    try:
+        assert not any(o is function._scorer for o in gc.get_objects())  # see udfs.worker
+    finally:
+        function.close()
 
 
 def test_a_promoted_version_takes_over_at_the_next_batch(stub: StubV2Server) -> None:
