@@ -550,14 +550,21 @@ def slowest_operators(rest: Any, job_id: str, checkpoint_id: int) -> dict[str, d
     return dict(sorted(out.items(), key=lambda item: -item[1]["end_to_end"]))
 
 
-def checkpoint_stats(overview: dict, since_ms: int) -> dict | None:
-    """The checkpoints completed since `since_ms` in a job's /checkpoints answer (its last few):
-    end-to-end durations (trigger to the last acknowledgement; the exactly-once sink commits
-    after that) and sizes. None if none completed (pure)."""
-    done = [
+def checkpoints_since(overview: dict, since_ms: int, *, completed: bool = True) -> list[dict]:
+    """The checkpoints triggered since `since_ms` in a job's /checkpoints answer (its last
+    `CHECKPOINT_HISTORY`): the completed ones, or with `completed=False` every one (pure)."""
+    return [
         c for c in overview.get("history", [])
-        if c.get("status") == "COMPLETED" and c.get("trigger_timestamp", 0) >= since_ms
+        if c.get("trigger_timestamp", 0) >= since_ms
+        and (not completed or c.get("status") == "COMPLETED")
     ]  # fmt: skip
+
+
+def checkpoint_stats(overview: dict, since_ms: int) -> dict | None:
+    """The checkpoints completed since `since_ms`: end-to-end durations (trigger to the last
+    acknowledgement; the exactly-once sink commits after that) and sizes. None if none
+    completed (pure)."""
+    done = checkpoints_since(overview, since_ms)
     if not done:
         return None
     return {
@@ -580,13 +587,7 @@ def exactly_once_wait(
     ingestion lag: an event read after the barrier waits for the next checkpoint). The
     transaction's oldest event waits about the sum of these.
     """
-    done = sorted(
-        (
-            c for c in overview.get("history", [])
-            if c.get("status") == "COMPLETED" and c.get("trigger_timestamp", 0) >= since_ms
-        ),
-        key=lambda c: c["trigger_timestamp"],
-    )  # fmt: skip
+    done = sorted(checkpoints_since(overview, since_ms), key=lambda c: c["trigger_timestamp"])
     parts: dict[str, list[float]] = {
         "trigger_interval": [], "end_to_end": [], "ack_to_visible": [],
         "sent_before_previous_trigger": [], "oldest_event_wait": [],
@@ -815,12 +816,7 @@ def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
                     stats = checkpoint_stats(overview, since_ms)
                     if stats is not None:
                         slowest = max(
-                            (
-                                c
-                                for c in overview["history"]
-                                if c.get("status") == "COMPLETED"
-                                and c.get("trigger_timestamp", 0) >= since_ms
-                            ),
+                            checkpoints_since(overview, since_ms),
                             key=lambda c: c["end_to_end_duration"],
                         )
                         stats["slowest_by_operator_ms"] = slowest_operators(
@@ -831,13 +827,10 @@ def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
                             visible_and_sent, overview, since_ms
                         )
                     if stats is not None and not exactly_once:
+                        triggered = checkpoints_since(overview, since_ms, completed=False)
                         stats["tail"] = tail_near_checkpoints(
                             visible_and_sent,
-                            [
-                                c["trigger_timestamp"]
-                                for c in overview["history"]
-                                if c.get("trigger_timestamp", 0) >= since_ms
-                            ],
+                            [c["trigger_timestamp"] for c in triggered],
                             AT_LEAST_ONCE_P99_MS,
                         )
                     results["latency"][variant]["checkpoints"] = stats

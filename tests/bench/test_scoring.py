@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.scoring import (
+    checkpoints_since,
     chosen_variants,
     exactly_once_wait,
     half_rate,
@@ -133,6 +134,14 @@ def test_the_exactly_once_wait_is_split_per_committed_transaction() -> None:
     assert wait["sent_before_previous_trigger_ms"]["max"] == 20
     assert wait["sent_before_previous_trigger_ms"]["mean"] == 17.5
     assert wait["oldest_event_wait_ms"]["max"] == 15_340 - 9_980
+
+
+def test_checkpoints_since_a_time_are_the_completed_ones_or_every_one_triggered() -> None:
+    failed = {"status": "FAILED", "trigger_timestamp": 25_000}
+    overview = {"history": [_checkpoint(10_000, 300), failed, _checkpoint(4_000, 100)]}
+    assert checkpoints_since(overview, 5_000) == [_checkpoint(10_000, 300)]
+    assert checkpoints_since(overview, 5_000, completed=False) == [_checkpoint(10_000, 300), failed]
+    assert checkpoints_since({}, 5_000) == []
 
 
 def test_no_committed_transaction_means_no_exactly_once_wait() -> None:
