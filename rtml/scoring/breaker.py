@@ -25,6 +25,14 @@ class BreakerState(enum.IntEnum):
     OPEN = 2
 
 
+class Admission(enum.Enum):
+    """What may happen to a request now, decided in one step (`CircuitBreaker.admit`)."""
+
+    PASS = "pass"  # closed: send it
+    PROBE = "probe"  # half-open: send it as one of the probes
+    REFUSE = "refuse"  # open, or half-open with its probes out: do not send it
+
+
 class CircuitBreaker:
     """Counts consecutive failures; refuses calls for a cool-down once there are too many."""
 
@@ -56,15 +64,17 @@ class CircuitBreaker:
             self._probes_out = self._probes_ok = 0
         return self._state
 
-    def allow(self) -> bool:
-        """Whether a request may go out now. Each True must be followed by one `record_*` call."""
+    def admit(self) -> Admission:
+        """Whether a request may go out now, and as what. One call reads the state once, so a
+        cool-down that ends meanwhile cannot make a probe look like a plain request. Each PASS or
+        PROBE must be followed by one `record_*` call."""
         state = self.state
         if state is BreakerState.CLOSED:
-            return True
+            return Admission.PASS
         if state is BreakerState.HALF_OPEN and self._probes_out + self._probes_ok < self.probes:
             self._probes_out += 1
-            return True
-        return False
+            return Admission.PROBE
+        return Admission.REFUSE
 
     def record_success(self) -> None:
         if self._state is BreakerState.HALF_OPEN:

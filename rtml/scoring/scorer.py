@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from rtml.loop_thread import start_loop_thread, stop_loop_thread
-from rtml.scoring.breaker import BreakerState, CircuitBreaker
+from rtml.scoring.breaker import Admission, BreakerState, CircuitBreaker
 from rtml.scoring.fallback import DefaultRule, FallbackModel
 from rtml.scoring.features import FeatureMatrix, feature_matrix
 from rtml.scoring.retry import Failure, FailureKind, next_retry_delay_ms
@@ -345,12 +345,12 @@ class Scorer:
             failure: Failure | None = None
             retries = 0
             while True:
-                probing = self.breaker.state is BreakerState.HALF_OPEN
-                if not self.breaker.allow():
+                admission = self.breaker.admit()
+                if admission is Admission.REFUSE:
                     self._count(breaker_rejections=1)
                     reason = _join(_tried(failure, retries), "breaker open")
                     return _SubResult(error=reason, done_at=time.monotonic())
-                if probing:  # a first attempt, or a retry that outlasted a short cool-down
+                if admission is Admission.PROBE:  # a first try, or a retry after a cool-down
                     self._probe_in_background(block)
                     reason = _join(_tried(failure, retries), _PROBING)
                     return _SubResult(error=reason, done_at=time.monotonic())

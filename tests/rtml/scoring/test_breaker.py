@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rtml.scoring.breaker import BreakerState, CircuitBreaker
+from rtml.scoring.breaker import Admission, BreakerState, CircuitBreaker
 
 
 class FakeClock:
@@ -27,10 +27,10 @@ def test_opens_after_threshold_consecutive_failures_only() -> None:
     breaker.record_success()  # resets the streak
     breaker.record_failure()
     breaker.record_failure()
-    assert breaker.state is BreakerState.CLOSED and breaker.allow()
+    assert breaker.state is BreakerState.CLOSED and breaker.admit() is Admission.PASS
     breaker.record_failure()
     assert breaker.state is BreakerState.OPEN
-    assert not breaker.allow()
+    assert breaker.admit() is Admission.REFUSE
     assert breaker.opened == 1
 
 
@@ -40,14 +40,14 @@ def test_half_open_after_cooldown_lets_one_probe_and_closes_on_success() -> None
     for _ in range(3):
         breaker.record_failure()
     clock.now += 1.999
-    assert breaker.state is BreakerState.OPEN and not breaker.allow()
+    assert breaker.state is BreakerState.OPEN and breaker.admit() is Admission.REFUSE
     clock.now += 0.001
     assert breaker.state is BreakerState.HALF_OPEN
-    assert breaker.allow()  # the probe
-    assert not breaker.allow()  # others wait for it
+    assert breaker.admit() is Admission.PROBE
+    assert breaker.admit() is Admission.REFUSE  # others wait for it
     breaker.record_success()
     assert breaker.state is BreakerState.CLOSED
-    assert breaker.allow() and breaker.allow()
+    assert breaker.admit() is breaker.admit() is Admission.PASS
 
 
 def test_failed_probe_opens_again_for_a_full_cooldown() -> None:
@@ -56,12 +56,12 @@ def test_failed_probe_opens_again_for_a_full_cooldown() -> None:
     for _ in range(3):
         breaker.record_failure()
     clock.now += 2.0
-    assert breaker.allow()
+    assert breaker.admit() is Admission.PROBE
     clock.now += 0.5  # the probe took a while
     breaker.record_failure()
     assert breaker.state is BreakerState.OPEN and breaker.opened == 2
     clock.now += 1.9
-    assert not breaker.allow()
+    assert breaker.admit() is Admission.REFUSE
     clock.now += 0.1
     assert breaker.state is BreakerState.HALF_OPEN
 
@@ -72,7 +72,7 @@ def test_several_probes_must_all_succeed() -> None:
     for _ in range(3):
         breaker.record_failure()
     clock.now += 2.0
-    assert breaker.allow() and breaker.allow() and not breaker.allow()
+    assert [breaker.admit() for _ in range(3)] == [Admission.PROBE] * 2 + [Admission.REFUSE]
     breaker.record_success()
     assert breaker.state is BreakerState.HALF_OPEN
     breaker.record_failure()
@@ -99,3 +99,16 @@ def test_state_numbers_for_gauges() -> None:
 def test_rejects_bad_parameters(args: tuple) -> None:
     with pytest.raises(ValueError):
         CircuitBreaker(*args)
+
+
+def test_a_cool_down_that_ends_between_calls_admits_a_probe_not_a_plain_request() -> None:
+    # The scorer once read `state` and then asked separately whether to send: a cool-down ending
+    # between the two sent a probe in the foreground, its batch waiting for a possibly dead server.
+    clock = FakeClock()
+    breaker = _breaker(clock)
+    for _ in range(3):
+        breaker.record_failure()
+    clock.now += 1.999
+    assert breaker.state is BreakerState.OPEN
+    clock.now += 0.001  # the cool-down ends before the next call reads the state
+    assert breaker.admit() is Admission.PROBE
