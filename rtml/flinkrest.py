@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,11 @@ _JOB_ID = re.compile(r"JobID ([0-9a-f]{32})")
 DEAD_LETTER_GROUP = "rtml_dead_letters"
 _DEAD_LETTER_METRIC = re.compile(rf"(?:^|\.){DEAD_LETTER_GROUP}\.reason\.(.+)\.count$")
 
+
+# Listings of a vertex's metrics before its values are taken as they are (see
+# FlinkRest.matching_vertex_metrics); the JobManager fetches anew at most every 10 s, so the
+# second listing already agrees unless a request takes that long.
+_METRIC_LISTINGS = 3
 
 ALIVE_STATES = frozenset({"CREATED", "INITIALIZING", "RUNNING", "RESTARTING"})
 
@@ -153,16 +158,38 @@ class FlinkRest:
         answer = self._call("GET", path, params={"get": ",".join(names)})
         return {metric["id"]: metric["value"] for metric in answer}
 
+    def matching_vertex_metrics(
+        self, job_id: str, vertex_id: str, matches: Callable[[str], bool]
+    ) -> dict[str, str]:
+        """Current values of the vertex's metrics whose id `matches`, all from one fetch.
+
+        Names and values are two requests, and the JobManager may answer them from two fetches
+        (it answers from its last one and, when asked, starts the next, at most every
+        `metrics.fetcher.update-interval`). Values from a newer fetch than the names would leave
+        out the metrics registered in between, such as a counter first incremented then. So the
+        names are listed again after the values, and the values asked again if new ones came.
+        """
+        path = f"/jobs/{job_id}/vertices/{vertex_id}/metrics"
+        asked: set[str] = set()
+        values: dict[str, str] = {}
+        for _ in range(_METRIC_LISTINGS):
+            names = {m["id"] for m in self._call("GET", path) if matches(m["id"])}
+            if names <= asked:
+                break
+            asked |= names
+            values = self.vertex_metrics(job_id, vertex_id, sorted(asked))
+        return values
+
     def dead_letter_counts(self, job_id: str) -> dict[str, int]:
         """Dead letters per reason, as COUNT_DEAD_LETTER counted them in every vertex and subtask
         of the job (since each task started)."""
         values: dict[str, str] = {}
         for vertex in self.job(job_id).get("vertices", []):
-            path = f"/jobs/{job_id}/vertices/{vertex['id']}/metrics"
-            names = [
-                m["id"] for m in self._call("GET", path) if _DEAD_LETTER_METRIC.search(m["id"])
-            ]
-            values.update(self.vertex_metrics(job_id, vertex["id"], names))
+            values.update(
+                self.matching_vertex_metrics(
+                    job_id, vertex["id"], lambda name: bool(_DEAD_LETTER_METRIC.search(name))
+                )
+            )
         return dead_letter_counts(values)
 
     def wait_for_dead_letter_counts(

@@ -99,14 +99,8 @@ def scoring_metrics(rest: FlinkRest, job_id: str) -> dict[str, int]:
     """The UDF's rtml_scoring metrics, summed over subtasks (breaker_state: the max)."""
     totals: dict[str, int] = {}
     for vertex in rest.job(job_id).get("vertices", []):
-        names = [
-            m["id"]
-            for m in requests.get(
-                f"{rest.base_url}/jobs/{job_id}/vertices/{vertex['id']}/metrics", timeout=10
-            ).json()
-            if ".rtml_scoring." in m["id"]
-        ]
-        for metric, value in rest.vertex_metrics(job_id, vertex["id"], names).items():
+        ours = rest.matching_vertex_metrics(job_id, vertex["id"], lambda m: ".rtml_scoring." in m)
+        for metric, value in ours.items():
             name = metric.rsplit(".rtml_scoring.", 1)[1]
             if name == "breaker_state":
                 totals[name] = max(totals.get(name, 0), int(float(value)))
@@ -122,10 +116,10 @@ def wait_for_metrics(
 
     The JobManager answers from its last fetch and starts the next one (at most every 10 s) only
     when asked: after a quiet spell, the first answer is as old as the spell (in this module's
-    breaker test under load, it still showed the stalled phase, four phases back). And
-    `scoring_metrics` asks twice, names then values: a fetch landing in between gives new values
-    for old names, without the counters first incremented since. Most likely that is how a CI
-    run saw all 800 rows but no `breaker_probes`. So wait for every value a test asserts.
+    breaker test under load, it still showed the stalled phase, four phases back). So wait for
+    every value a test asserts. (A CI run once saw all 800 rows but no `breaker_probes`: most
+    likely values from a newer fetch than the names, which `matching_vertex_metrics` now rules
+    out.)
     """
     deadline = time.monotonic() + timeout_s
     metrics = scoring_metrics(rest, job_id)

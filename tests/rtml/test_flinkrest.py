@@ -244,6 +244,38 @@ def test_dead_letter_counts_of_a_job_asks_every_vertex_for_only_its_counters(
     assert asked == ["0.Calc[2].rtml_dead_letters.reason.missing_key.count"]  # v2: no request
 
 
+def test_matching_vertex_metrics_lists_again_when_the_values_came_from_a_newer_fetch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The JobManager answers each request from its last fetch: here a fetch lands between the
+    # first listing and the values, and brings a counter first incremented meanwhile.
+    old = {"0.Op.g.rows": "300"}
+    new = {"0.Op.g.rows": "800", "0.Op.g.probes": "1", "0.Op.numRecordsIn": "800"}
+    stores = iter([old] + [new] * 9)  # the first listing is old, every later answer new
+    store: dict[str, str] = {}
+    asked: list[str] = []
+
+    def fake_call(method: str, path: str, **kwargs: object) -> object:
+        nonlocal store
+        store = next(stores)
+        params = kwargs.get("params")
+        if params is None:
+            return [{"id": name} for name in store]
+        names = params["get"].split(",")  # type: ignore[index]
+        asked.append(params["get"])  # type: ignore[index]
+        return [{"id": name, "value": store[name]} for name in names if name in store]
+
+    rest = flinkrest.FlinkRest("http://jm:8081")
+    monkeypatch.setattr(rest, "_call", fake_call)
+    got = rest.matching_vertex_metrics("j1", "v1", lambda name: ".g." in name)
+    assert got == {"0.Op.g.rows": "800", "0.Op.g.probes": "1"}
+    assert asked == ["0.Op.g.rows", "0.Op.g.probes,0.Op.g.rows"]
+    # nothing matching: one listing, no values asked
+    stores, asked[:] = iter([new]), []
+    assert rest.matching_vertex_metrics("j1", "v1", lambda name: ".h." in name) == {}
+    assert asked == []
+
+
 def test_wait_for_dead_letter_counts_polls_until_equal_or_returns_the_last_counts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
