@@ -141,20 +141,18 @@ class FlinkRest:
     def checkpoints(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}/checkpoints")
 
-    def vertex_metrics(
-        self, job_id: str, vertex_id: str, names: Sequence[str] | None = None
-    ) -> dict[str, str]:
-        """Current values of a job vertex's metrics by id (`<subtask>.<operator>.<metric>`, as
-        the REST API names them); all of them when `names` is None.
+    def vertex_metrics(self, job_id: str, vertex_id: str, names: Sequence[str]) -> dict[str, str]:
+        """Current values of the named metrics of a job vertex, by id (`<subtask>.<operator>.
+        <metric>`, as the REST API names them); a name it does not have is left out. To find the
+        names, `matching_vertex_metrics`: listing them is a request of its own.
 
-        The JobManager refreshes what it serves every `metrics.fetcher.update-interval` (10 s by
-        default), so a value can lag the TaskManager by that much.
+        The JobManager answers from its last fetch of the TaskManagers' metrics and starts the
+        next one (at most every `metrics.fetcher.update-interval`, 10 s by default) only when
+        asked, so the first answer after a quiet spell is as old as the spell: poll.
         """
-        path = f"/jobs/{job_id}/vertices/{vertex_id}/metrics"
-        if names is None:
-            names = [metric["id"] for metric in self._call("GET", path)]
         if not names:
             return {}
+        path = f"/jobs/{job_id}/vertices/{vertex_id}/metrics"
         answer = self._call("GET", path, params={"get": ",".join(names)})
         return {metric["id"]: metric["value"] for metric in answer}
 
