@@ -14,6 +14,7 @@ from rtml.settings import LOOPBACK, PROJECT_ROOT, StackSettings
 # Keys that shape a job rather than a cluster process; jobs on the MiniCluster set them themselves.
 JOB_LEVEL_PREFIXES = (
     "state.backend.",
+    "state.changelog.",
     "execution.checkpointing.",
     "restart-strategy.",
     "parallelism.default",
@@ -21,6 +22,9 @@ JOB_LEVEL_PREFIXES = (
     "pipeline.",
     "table.",
 )
+
+# The changelog state backend's log: a folder of this machine, like the checkpoints'.
+CHANGELOG_FOLDER_KEY = "state.changelog.dstl.dfs.base-path"
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -95,6 +99,7 @@ def local_overrides(settings: StackSettings) -> dict[str, str]:
         "rest.port": str(settings.flink_rest_port),
         "execution.checkpointing.dir": settings.checkpoints_uri,
         "execution.checkpointing.savepoint-dir": settings.savepoints_uri,
+        CHANGELOG_FOLDER_KEY: settings.changelog_uri,
         "io.tmp.dirs": str(runtime / "flink-tmp"),
         "env.log.dir": str(settings.logs_dir),
         "env.pid.dir": str(settings.pids_dir / "flink"),

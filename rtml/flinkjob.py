@@ -64,6 +64,7 @@ def job_configuration(settings: JobSettings, job_name: str) -> dict[str, str]:
             **flinkconf.job_level(flinkconf.load(settings.flink_conf_dir)),
             "execution.checkpointing.dir": (local / "checkpoints").as_uri(),
             "execution.checkpointing.savepoint-dir": (local / "savepoints").as_uri(),
+            flinkconf.CHANGELOG_FOLDER_KEY: (local / "changelog").as_uri(),
             "python.executable": sys.executable,
             "python.client.executable": sys.executable,
             **conf,

@@ -512,6 +512,8 @@ class OfflineFeatures:
 OFFLINE_OVERRIDES: dict[str, str | None] = {
     "execution.checkpointing.interval": None,
     "restart-strategy.type": "none",
+    # No checkpoints, so no log of state changes to keep for them (it would cost every write).
+    "state.changelog.enabled": "false",
 }
 # HeapWindows.JOB_PARAMETER in udfs/java/.../HeapWindows.java.
 HEAP_WINDOWS_PARAMETER = "rtml.sliding-windows.heap-state"

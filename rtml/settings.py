@@ -85,6 +85,11 @@ class StackSettings(BaseSettings):
         return (self.runtime / "savepoints").as_uri()
 
     @property
+    def changelog_uri(self) -> str:
+        """Where the changelog state backend writes its log (state.changelog.dstl.dfs.base-path)."""
+        return (self.runtime / "changelog").as_uri()
+
+    @property
     def kafka_bootstrap(self) -> str:
         return f"{LOOPBACK}:{self.kafka_port}"
 

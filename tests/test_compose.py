@@ -455,7 +455,11 @@ def test_flink_matches_local_stack(compose: Compose, local: StackSettings) -> No
 
     # Checkpoints and savepoints on one volume mounted at the same path in both.
     jm_mounts, tm_mounts = volume_mounts(jobmanager), volume_mounts(taskmanager)
-    for key in ("execution.checkpointing.dir", "execution.checkpointing.savepoint-dir"):
+    for key in (
+        "execution.checkpointing.dir",
+        "execution.checkpointing.savepoint-dir",
+        flinkconf.CHANGELOG_FOLDER_KEY,
+    ):
         assert props[key].startswith("file:///"), key
         path = props[key][len("file://") :]
         mount = next((target for target in jm_mounts if path.startswith(target + "/")), None)

@@ -87,6 +87,7 @@ def test_load_non_mapping_names_the_path(tmp_path: Path, text: str, kind: str) -
 def test_job_level_keeps_only_job_keys() -> None:
     conf = {
         "state.backend.type": "rocksdb",
+        "state.changelog.enabled": "true",
         "execution.checkpointing.interval": "5s",
         "restart-strategy.type": "fixed-delay",
         "parallelism.default": "1",
@@ -101,6 +102,7 @@ def test_job_level_keeps_only_job_keys() -> None:
     }
     assert flinkconf.job_level(conf) == {
         "state.backend.type": "rocksdb",
+        "state.changelog.enabled": "true",
         "execution.checkpointing.interval": "5s",
         "restart-strategy.type": "fixed-delay",
         "parallelism.default": "1",
@@ -135,6 +137,7 @@ def test_local_overrides_use_settings_ports_and_paths(tmp_path: Path) -> None:
         "rest.port": "18081",
         "execution.checkpointing.dir": (run / "checkpoints").as_uri(),
         "execution.checkpointing.savepoint-dir": (run / "savepoints").as_uri(),
+        "state.changelog.dstl.dfs.base-path": (run / "changelog").as_uri(),
         "io.tmp.dirs": str(run / "flink-tmp"),
         "env.log.dir": str(run / "logs"),
         "env.pid.dir": str(run / "run" / "flink"),
@@ -269,6 +272,8 @@ def test_job_level_part_of_checked_in_profile() -> None:
     job = flinkconf.job_level(flinkconf.load(LOCAL_PROFILE))
     assert job["state.backend.type"] == "rocksdb"
     assert job["execution.checkpointing.mode"] == "EXACTLY_ONCE"
+    assert job["state.changelog.enabled"] == "true"
+    assert job["state.changelog.storage"] == "filesystem"
     assert "restart-strategy.type" in job
     assert "taskmanager.numberOfTaskSlots" not in job
     assert "env.java.opts.all" not in job

@@ -308,6 +308,8 @@ def test_offline_runs_turn_on_the_window_functions_heap_state_by_its_java_name()
     for overrides in (heap, rocksdb):  # never a checkpoint, never a restart
         assert overrides["execution.checkpointing.interval"] is None
         assert overrides["restart-strategy.type"] == "none"
+        # the profile logs state changes for checkpoints; without checkpoints that is pure cost
+        assert overrides["state.changelog.enabled"] == "false"
 
 
 def test_offline_runs_ask_for_the_parallel_collector_only_for_a_jvm_not_yet_started() -> None:
