@@ -722,6 +722,10 @@ def main() -> None:  # noqa: PLR0915 - one straight run, top to bottom
             "parallelism": 1,
             "checkpoint_interval_ms": checkpoint_ms,
             "scoring_deadline_ms": deadline_ms,
+            "scoring_linger_ms": {
+                delivery: ScoringJobSettings(scoring_delivery=delivery).scoring_linger_ms
+                for delivery in ("exactly-once", "at-least-once")
+            },
             "flink_conf_overrides": args.conf,
             "latency_warmup_s": WARMUP_S,
             "stalled_server_sleeps_ms": STALL_SLEEP_MS,

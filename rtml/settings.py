@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
+# How long a scoring batch (one Python bundle, one V2 request) may wait to fill, by delivery
+# (README, "Model scoring: the batches' linger by delivery").
+EXACTLY_ONCE_LINGER_MS = 50
+AT_LEAST_ONCE_LINGER_MS = 30
 
 
 class StackSettings(BaseSettings):
@@ -258,8 +262,10 @@ class ScoringJobSettings(JobSettings):
     scoring_batch_size: int = Field(
         1000, description="rows per Arrow batch = per score() call (and per Python bundle)"
     )
-    scoring_linger_ms: int = Field(
-        50, description="a batch is scored after this long even if not full"
+    scoring_linger_ms: int | None = Field(
+        None,
+        description="a batch is scored after this long even if not full (default: "
+        f"{EXACTLY_ONCE_LINGER_MS} ms exactly-once, {AT_LEAST_ONCE_LINGER_MS} ms at-least-once)",
     )
     scoring_job_name: str = Field("", description="Flink job name (default: rtml-scoring-<model>)")
     scoring_delivery: Literal["exactly-once", "at-least-once"] = Field(
@@ -272,6 +278,19 @@ class ScoringJobSettings(JobSettings):
     def _local_model_server_by_default(self) -> ScoringJobSettings:
         if not self.model_url:
             object.__setattr__(self, "model_url", f"http://{LOOPBACK}:{self.model_http_port}")
+        return self
+
+    @model_validator(mode="after")
+    def _linger_by_delivery(self) -> ScoringJobSettings:
+        # Exactly-once predictions wait for the next checkpoint whatever the batches do, so
+        # longer batches buy rate for free; at-least-once ones wait for their batch's linger.
+        if self.scoring_linger_ms is None:
+            linger = (
+                EXACTLY_ONCE_LINGER_MS
+                if self.scoring_delivery == "exactly-once"
+                else AT_LEAST_ONCE_LINGER_MS
+            )
+            object.__setattr__(self, "scoring_linger_ms", linger)
         return self
 
     def scoring_settings(self, feature_names: Sequence[str]) -> ScoringSettings:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from jobs.scoring import ModelSpec, build, model_spec, params, scorer_udf, topics
 from rtml import featuresets, flinkjob, sqlfiles
-from rtml.settings import ScoringJobSettings
+from rtml.settings import AT_LEAST_ONCE_LINGER_MS, EXACTLY_ONCE_LINGER_MS, ScoringJobSettings
 from rtml.sqlfiles import SQL_DIR
 
 PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
@@ -155,6 +155,16 @@ def test_exactly_once_is_the_default_and_other_guarantees_are_refused() -> None:
         ScoringJobSettings(scoring_delivery="none")  # Flink's third mode: may lose predictions
 
 
+@pytest.mark.parametrize(
+    ("delivery", "linger_ms"),
+    [("exactly-once", EXACTLY_ONCE_LINGER_MS), ("at-least-once", AT_LEAST_ONCE_LINGER_MS)],
+)
+def test_the_batches_linger_follows_the_delivery_unless_set(delivery: str, linger_ms: int) -> None:
+    assert ScoringJobSettings(scoring_delivery=delivery).scoring_linger_ms == linger_ms
+    chosen = ScoringJobSettings(scoring_delivery=delivery, scoring_linger_ms=70)
+    assert chosen.scoring_linger_ms == 70
+
+
 def test_an_at_least_once_job_plans_with_an_at_least_once_kafka_sink() -> None:
     settings = ScoringJobSettings(scoring_delivery="at-least-once")
     t_env = flinkjob.table_environment(settings, "test-scoring-plan-alo")
@@ -162,3 +172,5 @@ def test_an_at_least_once_job_plans_with_an_at_least_once_kafka_sink() -> None:
     with t_env.execute_sql("SHOW CREATE TABLE predictions").collect() as rows:
         (ddl,) = [row[0] for row in rows]
     assert "'sink.delivery-guarantee' = 'at-least-once'" in ddl
+    bundle_ms = t_env.get_config().get("python.fn-execution.bundle.time", None)
+    assert bundle_ms == str(AT_LEAST_ONCE_LINGER_MS)
