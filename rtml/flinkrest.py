@@ -63,10 +63,14 @@ def submit_argv(
     python: Path,
     from_savepoint: str | None = None,
     allow_non_restored_state: bool = False,
+    claim: bool = False,
     detached: bool = False,
     job_args: list[str] | None = None,
 ) -> list[str]:
-    """The `flink run` command line for a PyFlink job module and its arguments (pure)."""
+    """The `flink run` command line for a PyFlink job module and its arguments (pure).
+
+    `claim` restores the savepoint in CLAIM mode (the job owns it and deletes it once replaced).
+    """
     argv = [str(flink_bin), "run", "-m", cluster, "-pym", module, "-pyclientexec", str(python)]
     if detached:
         argv.append("--detached")
@@ -74,6 +78,8 @@ def submit_argv(
         argv += ["--fromSavepoint", from_savepoint]
         if allow_non_restored_state:
             argv.append("--allowNonRestoredState")
+        if claim:
+            argv += ["--claimMode", "claim"]
     return argv + list(job_args or [])
 
 
@@ -137,6 +143,10 @@ class FlinkRest:
         """The job's global job parameters (`pipeline.global-job-parameters`)."""
         body = self._call("GET", f"/jobs/{job_id}/config")
         return dict(body.get("execution-config", {}).get("user-config", {}) or {})
+
+    def cluster_config(self) -> dict[str, str]:
+        """The JobManager's configuration (`/jobmanager/config`), key by key."""
+        return {entry["key"]: entry["value"] for entry in self._call("GET", "/jobmanager/config")}
 
     def checkpoints(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}/checkpoints")

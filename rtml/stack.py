@@ -21,7 +21,7 @@ from pathlib import Path
 import pyflink
 import requests
 
-from rtml import flinkconf, flinkrest, model_repo, processes, v2client
+from rtml import flinkconf, flinkrest, model_repo, processes, savepoints, v2client
 from rtml.settings import LOOPBACK, StackSettings
 from rtml.versions import FLINK_KAFKA_CONNECTOR_JAR
 
@@ -479,15 +479,25 @@ class Stack:
     ) -> str | None:
         """Submit `jobs/JOB.py` with Flink's CLI (to this stack unless `cluster` names another).
 
-        Detached, returns the job id; attached, returns when the job ends.
+        Detached, returns the job id; attached, returns when the job ends. On a cluster with the
+        changelog state backend a savepoint is restored in CLAIM mode from a copy of it
+        (`rtml.savepoints`), and the savepoint itself stays as it was.
         """
+        cluster = cluster or f"{LOOPBACK}:{self.settings.flink_rest_port}"
+        restore_from, claim = from_savepoint, False
+        if from_savepoint:
+            config = flinkrest.FlinkRest(f"http://{cluster}").cluster_config()
+            if savepoints.needs_claim(config):
+                stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{uuid.uuid4().hex[:6]}"
+                restore_from, claim = savepoints.claimable(from_savepoint, stamp), True
         argv = flinkrest.submit_argv(
             flinkrest.flink_bin(PYFLINK_HOME),
             flinkrest.job_module(job),
-            cluster=cluster or f"{LOOPBACK}:{self.settings.flink_rest_port}",
+            cluster=cluster,
             python=self.settings.python,
-            from_savepoint=from_savepoint,
+            from_savepoint=restore_from,
             allow_non_restored_state=allow_non_restored_state,
+            claim=claim,
             detached=detached,
             job_args=job_args,
         )
@@ -495,7 +505,13 @@ class Stack:
         env.pop("RTML_RESTORE_FROM", None)
         if from_savepoint:  # the job checks that the savepoint's state still fits it
             env["RTML_RESTORE_FROM"] = from_savepoint
-        return flinkrest.submit(argv, env, detached=detached)
+        try:
+            return flinkrest.submit(argv, env, detached=detached)
+        except flinkrest.FlinkError:
+            copy = savepoints.local_folder(restore_from) if restore_from != from_savepoint else None
+            if copy:  # no job was submitted to claim rtml's copy
+                shutil.rmtree(copy, ignore_errors=True)
+            raise
 
     def flink_client_env(self) -> dict[str, str]:
         """`flink_env` for the `flink` CLI, which also runs where no local stack was ever started.

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rtml import versions
+from rtml import savepoints, versions
 
 if TYPE_CHECKING:  # PyFlink is imported where a plan is compiled: the CLI stays quick
     from pyflink.table import StreamTableEnvironment, Table
@@ -300,17 +300,15 @@ def check(
 
 def read_saved(savepoint: str) -> Manifest | None:
     """The manifest next to a savepoint (a local path or file: URI), None when there is none."""
-    folder = Path(re.sub(r"^file:(//)?", "", savepoint))
-    path = folder / MANIFEST_FILE
-    return Manifest.from_json(path.read_text()) if path.is_file() else None
+    folder = savepoints.local_folder(savepoint)
+    path = folder / MANIFEST_FILE if folder else None
+    return Manifest.from_json(path.read_text()) if path and path.is_file() else None
 
 
 def write_saved(savepoint: str, saved: Manifest) -> Path | None:
     """Put the manifest next to a savepoint on a local file system; None when it is remote."""
-    if re.match(r"^[a-z][a-z0-9+.-]*://", savepoint) and not savepoint.startswith("file:"):
-        return None
-    folder = Path(re.sub(r"^file:(//)?", "", savepoint))
-    if not folder.is_dir():
+    folder = savepoints.local_folder(savepoint)
+    if folder is None or not folder.is_dir():
         return None
     path = folder / MANIFEST_FILE
     path.write_text(saved.to_json() + "\n")

@@ -86,7 +86,11 @@ def test_edit_keeps_state_refuses_incompatible_windows_and_backfills(
     job_id = submit(env, name, "--from-savepoint", savepoint)
     generate.produce(bootstrap, source, as_records(second, fraud.key_of))
     rows = features_rows(bootstrap, features, len(first) + len(second))
-    assert rest.checkpoints(job_id)["latest"]["restored"]["is_savepoint"] is True
+    # Restored from rtml's copy of the savepoint, in CLAIM mode (the changelog state backend's):
+    # Flink counts a claimed savepoint as a checkpoint of the job.
+    restored = rest.checkpoints(job_id)["latest"]["restored"]
+    assert restored["external_path"].startswith(savepoint.rstrip("/") + "-claimed-"), restored
+    assert statecheck.read_saved(savepoint) == saved  # the savepoint itself stays
     seen: Counter[str] = Counter(e["card_id"] for e in first)
     for event in second:
         seen[event["card_id"]] += 1

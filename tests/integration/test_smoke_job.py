@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from ephemeral import SETTLE_S, crash_taskmanager, run_rtml, wait_for_checkpoint_after
 
-from rtml import generate
+from rtml import generate, savepoints
 from rtml.flinkrest import FlinkRest
 from rtml.kafka_io import read_committed, send_raw
 from rtml.settings import SmokeJobSettings
@@ -225,6 +225,11 @@ def test_stop_with_savepoint_and_resubmit_keeps_window_state(
         expected = expected_rows(events, flush_ts - 2_000)
         windows = committed_windows(bootstrap, env, expected, timeout_s=120, settle_s=SETTLE_S)
         assert windows == expected
+        # The cluster's changelog state backend restores in CLAIM mode, where the job deletes
+        # what it restored from once replaced: rtml gave it a copy, the savepoint stays.
+        restored = rest.checkpoints(resumed_id)["latest"]["restored"]["external_path"]
+        assert restored.startswith(savepoint.rstrip("/") + "-claimed-")
+        assert (savepoints.local_folder(savepoint) / "_metadata").is_file()
     finally:
         for job in (job_id, resumed_id):
             if job and rest.job(job)["state"] == "RUNNING":

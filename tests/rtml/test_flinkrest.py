@@ -102,6 +102,19 @@ def test_allow_non_restored_state_only_with_a_savepoint(savepoint: str | None) -
     assert len(argv) == 8
 
 
+def test_submit_argv_claims_the_savepoint_only_when_asked() -> None:
+    def argv(**options: object) -> list[str]:
+        return flinkrest.submit_argv(
+            FLINK, "jobs.smoke", cluster="c:8081", python=PY, from_savepoint="file:///sp/x",
+            **options,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    assert argv(claim=True)[8:] == ["--fromSavepoint", "file:///sp/x", "--claimMode", "claim"]
+    assert "--claimMode" not in argv()
+    no_savepoint = flinkrest.submit_argv(FLINK, "jobs.smoke", cluster="c", python=PY, claim=True)
+    assert "--claimMode" not in no_savepoint
+
+
 def test_flink_bin() -> None:
     assert flinkrest.flink_bin(Path("/p/pyflink")) == Path("/p/pyflink/bin/flink")
 
