@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 # How long a scoring batch (one Python bundle, one V2 request) may wait to fill, by delivery
-# (README, "Model scoring: the batches' linger by delivery").
+# (README, "The changelog state backend and 30 ms batches").
 EXACTLY_ONCE_LINGER_MS = 50
 AT_LEAST_ONCE_LINGER_MS = 30
 
